@@ -1,0 +1,35 @@
+# The README's two commands are `make demo` and `make test`; the rest help.
+SHELL := bash
+DEV_DIR ?= .dev/cluster
+
+.PHONY: build test lint crds check-crds dev-cluster dev-cluster-down control-plane
+
+build:
+	cargo build
+
+## test: every unit, CLI and integration test, against a real control plane
+test:
+	hack/test.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## crds: regenerate crds/ from the TeamAccess type
+crds:
+	cargo run -q -- crd > crds/teamaccess.dev_teamaccesses.yaml
+
+## control-plane: build (or find cached) kube-apiserver, controller-manager, kubectl, etcd
+control-plane:
+	hack/build-control-plane.sh
+
+## dev-cluster: a control plane for a person; prints its kubeconfig
+dev-cluster:
+	@env_file=$$(hack/control-plane.sh up $(DEV_DIR)) && . $$env_file && \
+	echo && echo "admin kubeconfig: $$KUBECONFIG" && \
+	echo "use it:  source $$env_file   (sets KUBECONFIG, the test variables, and PATH to the matching kubectl)" && \
+	echo "then:    kubectl get ns    or    cargo test --test integration" && \
+	echo "stop it: make dev-cluster-down"
+
+dev-cluster-down:
+	hack/control-plane.sh down $(DEV_DIR)

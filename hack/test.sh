@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make test`: starts a control plane (building it on first use), runs every
+# unit, CLI and integration test against it in debug builds, and stops it
+# whatever the tests did. KEEP_CLUSTER=1 leaves its state directory (logs,
+# audit log, kubeconfig) for a post-mortem.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/teamaccess-test.XXXXXX")
+cleanup() {
+  local rc=$?
+  hack/control-plane.sh down "$dir" || true
+  if [ "$rc" -ne 0 ] || [ -n "${KEEP_CLUSTER:-}" ]; then
+    echo "control plane state kept in $dir (logs/, audit.log)" >&2
+  else
+    rm -rf "$dir"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+env_file=$(hack/control-plane.sh up "$dir")
+# shellcheck disable=SC1090
+source "$env_file"
+cargo test --all-targets "$@"
