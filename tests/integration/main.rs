@@ -1,0 +1,7 @@
+//! Integration tests against a real kube-apiserver, etcd and
+//! kube-controller-manager. One binary, so one control plane serves them all:
+//! `make test` starts it and passes its kubeconfig in TEAMACCESS_TEST_KUBECONFIG.
+
+mod api;
+mod rig;
+mod support;
