@@ -27,6 +27,8 @@ pub enum Command {
     Crd,
     /// Print, offline, the Roles and RoleBindings that TeamAccess objects would produce.
     Render(RenderArgs),
+    /// Run the controller.
+    Run(Box<crate::run::RunArgs>),
 }
 
 /// What decides which namespaces are written and what Admin covers; shared by
@@ -175,5 +177,6 @@ pub fn main(cli: Cli) -> i32 {
                 1
             }
         },
+        Command::Run(args) => crate::run::main(*args),
     }
 }

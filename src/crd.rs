@@ -39,7 +39,7 @@ pub const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-
     status = "TeamAccessStatus",
     cel,
     doc = "Grants Microsoft Entra ID groups Reader, Writer or Admin access (as the AKS built-in roles define them) to namespaces, through a Role and a RoleBinding per namespace.",
-    printcolumn(name = "Tiers", type_ = "string", json_path = ".spec.grants[*].tier"),
+    printcolumn(name = "Tiers", type_ = "string", json_path = ".status.tiers"),
     printcolumn(
         name = "Namespaces",
         type_ = "string",
@@ -212,6 +212,10 @@ pub struct TeamAccessStatus {
     /// Exact counts over every targeted namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+
+    /// The tiers granted, highest first, for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<String>,
 
     /// "applied/targeted", for the printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,5 +3,7 @@
 //! `make test` starts it and passes its kubeconfig in TEAMACCESS_TEST_KUBECONFIG.
 
 mod api;
+mod controller;
+mod operator;
 mod rig;
 mod support;

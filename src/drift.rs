@@ -1,0 +1,247 @@
+//! Does an existing Role or RoleBinding match what should exist, and if not,
+//! who changed it?
+//!
+//! The comparison is semantic: only what we set counts (others may add labels
+//! or annotations of their own; server-side apply leaves those alone), and
+//! server-defaulted fields such as `subjects[].apiGroup` are not a difference.
+//! An equal object is never written, so the steady state costs no writes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Whether `uid` is the controller owner of `meta`. Ownership is this and
+/// nothing else: labels are hints anyone can copy.
+pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+fn ours_present(
+    want: &Option<BTreeMap<String, String>>,
+    have: &Option<BTreeMap<String, String>>,
+) -> bool {
+    want.iter()
+        .flatten()
+        .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+}
+
+fn meta_differences(want: &ObjectMeta, have: &ObjectMeta, out: &mut Vec<&'static str>) {
+    if !ours_present(&want.labels, &have.labels) {
+        out.push("labels");
+    }
+    if !ours_present(&want.annotations, &have.annotations) {
+        out.push("annotations");
+    }
+}
+
+/// A rule with absent and empty lists made the same.
+type NormalRule = [Vec<String>; 5];
+
+fn normalize_rule(r: &PolicyRule) -> NormalRule {
+    let v = |o: &Option<Vec<String>>| o.clone().unwrap_or_default();
+    [
+        v(&r.api_groups),
+        v(&r.resources),
+        r.verbs.clone(),
+        v(&r.resource_names),
+        v(&r.non_resource_urls),
+    ]
+}
+
+/// The parts of `have` that differ from `want`; empty when it matches.
+pub fn role_differences(want: &Role, have: &Role) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let rules = |r: &Role| {
+        r.rules
+            .iter()
+            .flatten()
+            .map(normalize_rule)
+            .collect::<Vec<_>>()
+    };
+    if rules(want) != rules(have) {
+        out.push("rules");
+    }
+    meta_differences(&want.metadata, &have.metadata, &mut out);
+    out
+}
+
+fn normalize_subject(s: &Subject) -> (String, String, String, String) {
+    // the API server defaults apiGroup for User and Group subjects
+    let api_group = match (s.kind.as_str(), s.api_group.as_deref()) {
+        ("User" | "Group", None | Some("")) => "rbac.authorization.k8s.io".to_string(),
+        (_, g) => g.unwrap_or_default().to_string(),
+    };
+    (
+        s.kind.clone(),
+        api_group,
+        s.name.clone(),
+        s.namespace.clone().unwrap_or_default(),
+    )
+}
+
+/// The parts of `have` that differ from `want`; empty when it matches.
+/// `roleRef` first: it cannot be changed in place, so it forces a re-create.
+pub fn binding_differences(want: &RoleBinding, have: &RoleBinding) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if want.role_ref != have.role_ref {
+        out.push("roleRef");
+    }
+    let subjects = |b: &RoleBinding| {
+        b.subjects
+            .iter()
+            .flatten()
+            .map(normalize_subject)
+            .collect::<Vec<_>>()
+    };
+    if subjects(want) != subjects(have) {
+        out.push("subjects");
+    }
+    meta_differences(&want.metadata, &have.metadata, &mut out);
+    out
+}
+
+/// Who changed the object after our last write, from managedFields: the
+/// field managers other than `ours` whose last write is at or after our own.
+/// Empty when managedFields do not tell (then the change is ours to make, as
+/// after a spec edit or an expiry, not drift).
+pub fn changed_by(meta: &ObjectMeta, ours: &str) -> Vec<String> {
+    let entries = meta.managed_fields.iter().flatten();
+    let our_last = entries
+        .clone()
+        .filter(|e| e.manager.as_deref() == Some(ours))
+        .filter_map(|e| e.time.as_ref().map(|t| t.0))
+        .max();
+    let mut others: Vec<String> = entries
+        .filter(|e| e.manager.as_deref() != Some(ours))
+        .filter(|e| match (our_last, e.time.as_ref()) {
+            (Some(ours), Some(t)) => t.0 >= ours,
+            // we never wrote it (recreated by someone) or no time: theirs
+            (None, _) => true,
+            (Some(_), None) => false,
+        })
+        .filter_map(|e| e.manager.clone())
+        .collect();
+    others.sort();
+    others.dedup();
+    others
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::rbac::v1::RoleRef;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+
+    fn binding(subject_api_group: Option<&str>) -> RoleBinding {
+        let mut b = RoleBinding {
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: "teamaccess-x".into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "Group".into(),
+                name: "g".into(),
+                api_group: subject_api_group.map(Into::into),
+                namespace: None,
+            }]),
+            ..Default::default()
+        };
+        b.metadata.labels = Some(BTreeMap::from([(
+            "teamaccess.dev/tier".into(),
+            "Reader".into(),
+        )]));
+        b
+    }
+
+    #[test]
+    fn server_defaults_and_foreign_labels_are_not_differences() {
+        let want = binding(None);
+        let mut have = binding(Some("rbac.authorization.k8s.io"));
+        have.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("someone/else".into(), "x".into());
+        have.metadata.resource_version = Some("42".into());
+        assert!(binding_differences(&want, &have).is_empty());
+    }
+
+    #[test]
+    fn each_kind_of_change_is_named() {
+        let want = binding(None);
+        let mut have = binding(None);
+        have.role_ref.name = "cluster-admin".into();
+        have.subjects.as_mut().unwrap().push(Subject {
+            kind: "User".into(),
+            name: "mallory".into(),
+            ..Default::default()
+        });
+        have.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("teamaccess.dev/tier".into(), "Admin".into());
+        assert_eq!(
+            binding_differences(&want, &have),
+            ["roleRef", "subjects", "labels"]
+        );
+
+        let rule = |verb: &str| PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["pods".into()]),
+            verbs: vec![verb.into()],
+            ..Default::default()
+        };
+        let role = |verb| Role {
+            rules: Some(vec![rule(verb)]),
+            ..Default::default()
+        };
+        assert_eq!(role_differences(&role("get"), &role("delete")), ["rules"]);
+        assert!(role_differences(&role("get"), &role("get")).is_empty());
+    }
+
+    #[test]
+    fn only_a_controller_reference_with_our_uid_is_ownership() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let mut meta = ObjectMeta::default();
+        let owner = |uid: &str, controller| OwnerReference {
+            uid: uid.into(),
+            controller,
+            ..Default::default()
+        };
+        assert!(!owned_by(&meta, "u1"));
+        meta.owner_references = Some(vec![owner("u1", None), owner("u2", Some(true))]);
+        assert!(!owned_by(&meta, "u1"));
+        assert!(owned_by(&meta, "u2"));
+    }
+
+    #[test]
+    fn the_manager_who_wrote_after_us_is_named() {
+        let entry = |m: &str, t: &str| ManagedFieldsEntry {
+            manager: Some(m.into()),
+            time: Some(Time(t.parse().unwrap())),
+            ..Default::default()
+        };
+        let mut meta = ObjectMeta {
+            managed_fields: Some(vec![
+                entry("kubectl-edit", "2026-01-01T00:00:00Z"),
+                entry("teamaccess", "2026-01-02T00:00:00Z"),
+            ]),
+            ..Default::default()
+        };
+        assert!(
+            changed_by(&meta, "teamaccess").is_empty(),
+            "an older edit is history, not drift"
+        );
+        meta.managed_fields
+            .as_mut()
+            .unwrap()
+            .push(entry("kubectl-patch", "2026-01-03T00:00:00Z"));
+        assert_eq!(changed_by(&meta, "teamaccess"), ["kubectl-patch"]);
+    }
+}

@@ -1,0 +1,203 @@
+//! Leader election on a coordination.k8s.io Lease, with get, create and update
+//! only (the verbs config/rbac grants): every change is an update carrying the
+//! resourceVersion read, so two replicas can never both win.
+//!
+//! Expiry is judged as client-go does, on this process's own monotonic clock:
+//! a lease is free when its record has not changed for a full lease duration
+//! since we first saw it, whatever the holder's clock said.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tracing::{info, warn};
+
+pub struct LeaderElector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    pub duration: Duration,
+    pub retry: Duration,
+    /// resourceVersion we last saw and when we first saw it
+    observed: Option<(String, Instant)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("lease {namespace}/{name}: {source}")]
+pub struct LeaseError {
+    namespace: String,
+    name: String,
+    #[source]
+    source: kube::Error,
+}
+
+impl LeaderElector {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+        retry: Duration,
+    ) -> Self {
+        LeaderElector {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+            retry,
+            observed: None,
+        }
+    }
+
+    fn err(&self, source: kube::Error) -> LeaseError {
+        LeaseError {
+            namespace: self.api.namespace().unwrap_or_default().to_string(),
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    fn spec(&self, acquire: Option<MicroTime>, transitions: i32) -> LeaseSpec {
+        let now = MicroTime(Timestamp::now());
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.duration.as_secs() as i32),
+            acquire_time: Some(acquire.unwrap_or_else(|| now.clone())),
+            renew_time: Some(now),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+
+    /// One attempt to take or keep the lease; true while we hold it.
+    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaseError> {
+        let current = match self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?
+        {
+            Some(l) => l,
+            None => {
+                let lease = Lease {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(self.spec(None, 0)),
+                };
+                return match self.api.create(&PostParams::default(), &lease).await {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                    Err(e) => Err(self.err(e)),
+                };
+            }
+        };
+        let rv = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        match &self.observed {
+            Some((seen, _)) if *seen == rv => {}
+            _ => self.observed = Some((rv, Instant::now())),
+        }
+        let spec = current.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let ours = holder == self.identity;
+        let expired = self
+            .observed
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() > self.duration);
+        if !ours && !holder.is_empty() && !expired {
+            return Ok(false);
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0) + if ours { 0 } else { 1 };
+        let acquire = if ours {
+            spec.acquire_time.clone()
+        } else {
+            None
+        };
+        let mut updated = current.clone();
+        updated.spec = Some(self.spec(acquire, transitions));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &updated)
+            .await
+        {
+            Ok(l) => {
+                self.observed = Some((
+                    l.metadata.resource_version.unwrap_or_default(),
+                    Instant::now(),
+                ));
+                if !ours {
+                    info!(lease = %self.name, identity = %self.identity, "acquired the leader lease");
+                }
+                Ok(true)
+            }
+            // someone else wrote first: not ours this round
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Waits until we hold the lease.
+    pub async fn acquire(&mut self) {
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "leader election attempt failed"),
+            }
+            tokio::time::sleep(self.retry).await;
+        }
+    }
+
+    /// Renews until a renewal has not succeeded for the renew deadline (then
+    /// we must assume another replica may take over, and stop writing).
+    pub async fn hold(&mut self, renew_deadline: Duration) {
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::time::sleep(self.retry).await;
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_ok = Instant::now(),
+                Ok(false) => {
+                    warn!(lease = %self.name, "the leader lease is held by another replica");
+                    return;
+                }
+                Err(e) => warn!(error = %e, "renewing the leader lease failed"),
+            }
+            if last_ok.elapsed() > renew_deadline {
+                warn!(lease = %self.name, "could not renew the leader lease in time");
+                return;
+            }
+        }
+    }
+
+    /// Gives the lease up so a standby takes over at once, not after expiry.
+    pub async fn release(&mut self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => info!(lease = %self.name, "released the leader lease"),
+            Err(e) => warn!(error = %e, "releasing the leader lease failed"),
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Status from what was applied: conditions as kstatus, Flux and Argo CD read
+//! them, exact counts, and a bounded per-namespace list.
+//!
+//! Conventions (Kubernetes API conventions + kstatus):
+//! - `Ready` is always present. True when everything the operator can do is
+//!   done, which includes named namespaces that do not exist yet, protected
+//!   namespaces matched by a selector, and grants outside their window: none
+//!   of those should hold up a GitOps pipeline.
+//! - `Reconciling` and `Stalled` are "abnormal-true": present only when True.
+//!   Stalled means a person must act (Conflict, Denied, lasting Forbidden).
+//! - `lastTransitionTime` changes only when a condition's status changes, so
+//!   an unchanged outcome is an unchanged status, and no write.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{NamespaceState, NamespaceStatus, Summary, TeamAccessStatus};
+
+/// At most this many per-namespace entries; the summary stays exact.
+pub const MAX_NAMESPACE_ENTRIES: usize = 100;
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const NAMESPACES_PENDING: &str = "NamespacesPending";
+pub const SUSPENDED: &str = "Suspended";
+
+/// What one reconcile found and did.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub generation: Option<i64>,
+    pub suspended: bool,
+    /// One entry per targeted namespace, any order.
+    pub namespaces: Vec<NamespaceStatus>,
+    pub next_transition: Option<Timestamp>,
+    /// The API server refuses us (lacking permission) for longer than the
+    /// grace period: the server's message.
+    pub forbidden: Option<String>,
+    /// Tiers the spec grants.
+    pub tiers: Vec<crate::tiers::Tier>,
+}
+
+fn examples(entries: &[&NamespaceStatus]) -> String {
+    let mut parts: Vec<String> = entries
+        .iter()
+        .take(3)
+        .map(|e| match &e.message {
+            Some(m) => format!("{}: {m}", e.name),
+            None => e.name.clone(),
+        })
+        .collect();
+    if entries.len() > 3 {
+        parts.push(format!("and {} more", entries.len() - 3));
+    }
+    parts.join("; ")
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        // set below, from the previous status where the status did not change
+        last_transition_time: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// The status to write, given what was observed and the status already there.
+pub fn compute(
+    observed: Observed,
+    previous: Option<&TeamAccessStatus>,
+    now: Timestamp,
+) -> TeamAccessStatus {
+    let mut entries = observed.namespaces;
+    entries.sort_by(|a, b| (a.state, &a.name).cmp(&(b.state, &b.name)));
+    let count =
+        |f: &dyn Fn(NamespaceState) -> bool| entries.iter().filter(|e| f(e.state)).count() as u32;
+    use NamespaceState::*;
+    let summary = Summary {
+        targeted: entries.len() as u32,
+        applied: count(&|s| s == Applied),
+        pending: count(&|s| s == Pending),
+        skipped: count(&|s| matches!(s, Skipped | Expired | NotYetValid)),
+        failed: count(&|s| matches!(s, Conflict | Denied | Error)),
+    };
+    let with = |s: NamespaceState| entries.iter().filter(|e| e.state == s).collect::<Vec<_>>();
+    let (conflicts, denied, errors, pending) =
+        (with(Conflict), with(Denied), with(Error), with(Pending));
+    let g = observed.generation;
+
+    let stalled = if !conflicts.is_empty() {
+        Some((
+            "Conflict",
+            format!(
+                "objects this TeamAccess does not own hold its names; they are left untouched. Rename or remove them: {}",
+                examples(&conflicts)
+            ),
+        ))
+    } else if !denied.is_empty() {
+        Some((
+            "Denied",
+            format!(
+                "protected namespaces are never written; remove them from the grants: {}",
+                examples(&denied)
+            ),
+        ))
+    } else {
+        observed.forbidden.as_ref().map(|m| {
+            (
+                "Forbidden",
+                format!("the API server refuses the operator (check its ClusterRole): {m}"),
+            )
+        })
+    };
+    let reconciling = (!errors.is_empty()).then(|| ("RetryingAfterError", examples(&errors)));
+
+    let mut conditions = Vec::new();
+    let ready = match (&stalled, &reconciling) {
+        (Some((reason, message)), _) => condition(READY, false, reason, message.clone(), g),
+        (None, Some((reason, message))) => condition(READY, false, reason, message.clone(), g),
+        (None, None) if observed.suspended => condition(
+            READY,
+            true,
+            "Suspended",
+            format!(
+                "suspended: Roles and RoleBindings are not created or updated; {} of {} namespaces applied",
+                summary.applied, summary.targeted
+            ),
+            g,
+        ),
+        (None, None) if summary.pending > 0 => condition(
+            READY,
+            true,
+            "AppliedWithPending",
+            format!(
+                "{} namespaces applied; {} named namespaces do not exist yet and get access when they are created",
+                summary.applied, summary.pending
+            ),
+            g,
+        ),
+        (None, None) => condition(
+            READY,
+            true,
+            "Applied",
+            format!("{} namespaces applied", summary.applied),
+            g,
+        ),
+    };
+    conditions.push(ready);
+    if let Some((reason, message)) = reconciling {
+        conditions.push(condition(RECONCILING, true, reason, message, g));
+    }
+    if let Some((reason, message)) = stalled {
+        conditions.push(condition(STALLED, true, reason, message, g));
+    }
+    if !pending.is_empty() {
+        conditions.push(condition(
+            NAMESPACES_PENDING,
+            true,
+            "NamespaceNotFound",
+            format!(
+                "named namespaces that do not exist yet: {}",
+                examples(&pending)
+            ),
+            g,
+        ));
+    }
+    if observed.suspended {
+        conditions.push(condition(
+            SUSPENDED,
+            true,
+            "Suspended",
+            "spec.suspend is true".into(),
+            g,
+        ));
+    }
+
+    let before: BTreeMap<&str, &Condition> = previous
+        .map(|p| p.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
+        .unwrap_or_default();
+    for c in &mut conditions {
+        c.last_transition_time = match before.get(c.type_.as_str()) {
+            Some(old) if old.status == c.status => old.last_transition_time.clone(),
+            _ => Time(now),
+        };
+    }
+
+    entries.truncate(MAX_NAMESPACE_ENTRIES);
+    let mut tiers = observed.tiers;
+    tiers.sort_by(|a, b| b.cmp(a));
+    tiers.dedup();
+    let tiers = (!tiers.is_empty()).then(|| {
+        tiers
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    TeamAccessStatus {
+        observed_generation: g,
+        conditions,
+        tiers,
+        progress: Some(format!("{}/{}", summary.applied, summary.targeted)),
+        summary: Some(summary),
+        next_transition_time: observed.next_transition.map(Time),
+        namespaces: entries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiers::Tier;
+
+    fn entry(name: &str, state: NamespaceState) -> NamespaceStatus {
+        NamespaceStatus {
+            name: name.into(),
+            tier: Some(Tier::Reader),
+            state,
+            message: None,
+        }
+    }
+
+    fn cond<'a>(s: &'a TeamAccessStatus, t: &str) -> Option<&'a Condition> {
+        s.conditions.iter().find(|c| c.type_ == t)
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn pending_namespaces_are_ready_with_a_reason() {
+        let s = compute(
+            Observed {
+                generation: Some(3),
+                namespaces: vec![
+                    entry("a", NamespaceState::Applied),
+                    entry("b", NamespaceState::Pending),
+                ],
+                ..Default::default()
+            },
+            None,
+            at("2026-11-23T00:00:00Z"),
+        );
+        let ready = cond(&s, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "AppliedWithPending")
+        );
+        assert_eq!(cond(&s, NAMESPACES_PENDING).unwrap().status, "True");
+        assert!(cond(&s, RECONCILING).is_none() && cond(&s, STALLED).is_none());
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.progress.as_deref(), Some("1/2"));
+        assert_eq!(s.summary.as_ref().unwrap().pending, 1);
+    }
+
+    #[test]
+    fn conflict_and_denied_stall_and_errors_reconcile() {
+        let stalled = compute(
+            Observed {
+                namespaces: vec![
+                    entry("a", NamespaceState::Applied),
+                    entry("b", NamespaceState::Conflict),
+                ],
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(cond(&stalled, STALLED).unwrap().reason, "Conflict");
+        assert!(cond(&stalled, STALLED).unwrap().message.contains('b'));
+        assert_eq!(cond(&stalled, READY).unwrap().status, "False");
+        let denied = compute(
+            Observed {
+                namespaces: vec![entry("kube-system", NamespaceState::Denied)],
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(cond(&denied, READY).unwrap().reason, "Denied");
+        let retrying = compute(
+            Observed {
+                namespaces: vec![entry("a", NamespaceState::Error)],
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(cond(&retrying, RECONCILING).unwrap().status, "True");
+        assert_eq!(cond(&retrying, READY).unwrap().status, "False");
+        assert!(cond(&retrying, STALLED).is_none());
+    }
+
+    #[test]
+    fn skipped_expired_and_not_yet_valid_are_ready() {
+        use NamespaceState::*;
+        let s = compute(
+            Observed {
+                namespaces: vec![
+                    entry("a", Skipped),
+                    entry("b", Expired),
+                    entry("c", NotYetValid),
+                ],
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(cond(&s, READY).unwrap().reason, "Applied");
+        assert_eq!(s.summary.unwrap().skipped, 3);
+    }
+
+    #[test]
+    fn the_list_is_bounded_problems_first_and_the_counts_exact() {
+        let mut namespaces: Vec<_> = (0..500)
+            .map(|i| entry(&format!("ns-{i:03}"), NamespaceState::Applied))
+            .collect();
+        namespaces.push(entry("zzz", NamespaceState::Conflict));
+        let s = compute(
+            Observed {
+                namespaces,
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(s.namespaces.len(), MAX_NAMESPACE_ENTRIES);
+        assert_eq!(s.namespaces[0].name, "zzz");
+        let sum = s.summary.unwrap();
+        assert_eq!((sum.targeted, sum.applied, sum.failed), (501, 500, 1));
+    }
+
+    #[test]
+    fn an_unchanged_outcome_is_an_unchanged_status() {
+        let observed = || Observed {
+            generation: Some(1),
+            namespaces: vec![entry("a", NamespaceState::Applied)],
+            ..Default::default()
+        };
+        let first = compute(observed(), None, at("2026-01-01T00:00:00Z"));
+        let second = compute(observed(), Some(&first), at("2026-06-01T00:00:00Z"));
+        assert_eq!(first, second);
+        // a status change moves the transition time
+        let third = compute(
+            Observed {
+                namespaces: vec![entry("a", NamespaceState::Conflict)],
+                ..observed()
+            },
+            Some(&second),
+            at("2026-07-01T00:00:00Z"),
+        );
+        assert_eq!(
+            cond(&third, READY).unwrap().last_transition_time.0,
+            at("2026-07-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn suspended_is_ready_and_says_so() {
+        let s = compute(
+            Observed {
+                generation: Some(7),
+                suspended: true,
+                namespaces: vec![entry("a", NamespaceState::Applied)],
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(cond(&s, READY).unwrap().reason, "Suspended");
+        assert_eq!(cond(&s, SUSPENDED).unwrap().status, "True");
+        assert_eq!(s.observed_generation, Some(7));
+    }
+}

@@ -1,0 +1,1071 @@
+//! The controller, end to end: a real operator process under its own
+//! ServiceAccount against the real control plane. Every access claim is
+//! checked as the API server's authorizer sees it (SubjectAccessReview for a
+//! member of the group), not only by the objects' presence.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use crate::operator::{self, Operator, condition, ready, status_until};
+use crate::support::{self, Cluster, can, can_named, eventually};
+
+const G: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn object_name(ta: &str) -> String {
+    teamaccess::naming::object_name(ta)
+}
+
+fn role_bindings(cluster: &Cluster, ns: &str) -> Api<RoleBinding> {
+    Api::namespaced(cluster.client.clone(), ns)
+}
+
+fn roles(cluster: &Cluster, ns: &str) -> Api<Role> {
+    Api::namespaced(cluster.client.clone(), ns)
+}
+
+/// Proves the operator has processed what came before: changes a second
+/// TeamAccess and waits until its status shows the new generation.
+async fn barrier(cluster: &Cluster, op: &Operator) {
+    let name = format!("barrier-{}", op.id);
+    let ns = support::unique("barrier-missing");
+    operator::apply(
+        cluster,
+        op,
+        &name,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Reader", "namespaces": [ns]}]}),
+    )
+    .await;
+    status_until(cluster, &name, "the barrier is reconciled", |ta| {
+        ta.status
+            .as_ref()
+            .is_some_and(|s| s.namespaces.iter().any(|n| n.name == ns))
+    })
+    .await;
+}
+
+async fn wait_can(cluster: &Cluster, verb: &str, resource: &str, ns: &str, want: bool) {
+    eventually(
+        &format!("group may {verb} {resource} in {ns}: {want}"),
+        WAIT,
+        || async { (can(&cluster.client, G, verb, resource, ns).await == want).then_some(()) },
+    )
+    .await;
+}
+
+/// A namespaced custom resource, so the Admin tier has a non-core API group to cover.
+async fn install_widgets(cluster: &Cluster) {
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.widgets.example.com"},
+        "spec": {
+            "group": "widgets.example.com",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))
+    .unwrap();
+    let api = Api::<CustomResourceDefinition>::all(cluster.client.clone());
+    api.patch(
+        "widgets.widgets.example.com",
+        &PatchParams::apply("teamaccess-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    eventually("widgets to be served", WAIT, || async {
+        let d = kube::Discovery::new(cluster.client.clone())
+            .run_aggregated()
+            .await
+            .ok()?;
+        d.groups()
+            .any(|g| g.name() == "widgets.example.com")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_tier_gives_exactly_what_the_spec_says() {
+    let cluster = support::cluster().await;
+    install_widgets(&cluster).await;
+    let op = Operator::start(&cluster, "tiers", &[]).await;
+    let r = support::namespace(&cluster.client, "tier-reader", &[]).await;
+    let w = support::namespace(&cluster.client, "tier-writer", &[]).await;
+    let a = support::namespace(&cluster.client, "tier-admin", &[]).await;
+    let name = format!("tiers-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({
+            "groups": [{"id": G}],
+            "grants": [
+                {"tier": "Reader", "namespaces": [r]},
+                {"tier": "Writer", "namespaces": [w]},
+                {"tier": "Admin", "namespaces": [a]}
+            ]
+        }),
+    )
+    .await;
+    ready(&cluster, &name, "Applied").await;
+    let c = &cluster.client;
+    let yes = |v: bool, what: &str| assert!(v, "should be allowed: {what}");
+    let no = |v: bool, what: &str| assert!(!v, "should be refused: {what}");
+
+    yes(can(c, G, "list", "pods", &r).await, "Reader lists pods");
+    yes(
+        can(c, G, "get", "pods/log", &r).await,
+        "Reader reads pods/log",
+    );
+    yes(
+        can(c, G, "watch", "deployments.apps", &r).await,
+        "Reader watches deployments",
+    );
+    no(can(c, G, "get", "secrets", &r).await, "Reader gets secrets");
+    no(can(c, G, "create", "pods/exec", &r).await, "Reader execs");
+    no(
+        can(c, G, "get", "pods/exec", &r).await,
+        "Reader execs (get)",
+    );
+    for (verb, res) in [
+        ("create", "pods"),
+        ("create", "configmaps"),
+        ("delete", "deployments.apps"),
+        ("patch", "services"),
+    ] {
+        no(
+            can(c, G, verb, res, &r).await,
+            &format!("Reader {verb} {res}"),
+        );
+    }
+
+    yes(
+        can(c, G, "create", "deployments.apps", &w).await,
+        "Writer creates deployments",
+    );
+    yes(can(c, G, "create", "pods/exec", &w).await, "Writer execs");
+    yes(
+        can(c, G, "get", "secrets", &w).await,
+        "Writer reads secrets",
+    );
+    no(
+        can(c, G, "create", "rolebindings.rbac.authorization.k8s.io", &w).await,
+        "Writer creates rolebindings",
+    );
+    no(
+        can(c, G, "create", "widgets.widgets.example.com", &w).await,
+        "Writer creates custom resources",
+    );
+
+    yes(
+        can(c, G, "create", "rolebindings.rbac.authorization.k8s.io", &a).await,
+        "Admin creates rolebindings",
+    );
+    yes(
+        can(c, G, "create", "widgets.widgets.example.com", &a).await,
+        "Admin creates custom resources",
+    );
+    no(
+        can(c, G, "delete", "resourcequotas", &a).await,
+        "Admin deletes the resourcequota",
+    );
+    no(
+        can_named(c, G, "patch", "namespaces", &a, Some(&a)).await,
+        "Admin patches its namespace",
+    );
+    no(
+        can_named(c, G, "delete", "namespaces", &a, Some(&a)).await,
+        "Admin deletes its namespace",
+    );
+    no(
+        can_named(
+            c,
+            G,
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io",
+            &a,
+            Some("cluster-admin"),
+        )
+        .await,
+        "Admin binds cluster-admin",
+    );
+    no(
+        can(c, G, "escalate", "roles.rbac.authorization.k8s.io", &a).await,
+        "Admin escalates",
+    );
+
+    // and for real: a member of the group tries to bind cluster-admin in its namespace
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info.impersonate = Some("someone@example.com".into());
+    config.auth_info.impersonate_groups = Some(vec![G.into(), "system:authenticated".into()]);
+    let member = kube::Client::try_from(config).unwrap();
+    let escalation = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("make-me-admin".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "cluster-admin".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "Group".into(),
+            name: G.into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        }]),
+    };
+    let member_rb: Api<RoleBinding> = Api::namespaced(member, &a);
+    match member_rb.create(&PostParams::default(), &escalation).await {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("binding cluster-admin must be refused, got {other:?}"),
+    }
+    // Admin is useful within its rights: a member writes a Role and binds a colleague to it
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "pod-readers"},
+        "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(member_rb.clone().into_client(), &a)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("Admin creates a Role");
+    let mut readers = escalation.clone();
+    readers.metadata.name = Some("pod-readers".into());
+    readers.role_ref.kind = "Role".into();
+    readers.role_ref.name = "pod-readers".into();
+    readers.subjects.as_mut().unwrap()[0].name = "colleagues".into();
+    member_rb
+        .create(&PostParams::default(), &readers)
+        .await
+        .expect("Admin binds a Role within its rights");
+    assert!(can(c, "colleagues", "list", "pods", &a).await);
+}
+
+#[tokio::test]
+async fn drift_is_reverted_and_reported() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "drift", &[]).await;
+    let ns = support::namespace(&cluster.client, "drift", &[]).await;
+    let name = format!("drift-{}", op.id);
+    let obj = object_name(&name);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Writer", "namespaces": [ns]}]}),
+    )
+    .await;
+    ready(&cluster, &name, "Applied").await;
+    let rbs = role_bindings(&cluster, &ns);
+    let rls = roles(&cluster, &ns);
+    let original_role = rls.get(&obj).await.unwrap();
+    let original_rb = rbs.get(&obj).await.unwrap();
+
+    // deleted
+    rbs.delete(&obj, &DeleteParams::default()).await.unwrap();
+    eventually("the RoleBinding to be recreated", WAIT, || async {
+        let rb = rbs.get_opt(&obj).await.unwrap()?;
+        (rb.metadata.uid != original_rb.metadata.uid).then_some(())
+    })
+    .await;
+    operator::event_with(
+        &cluster,
+        &name,
+        "DriftCorrected",
+        &format!("RoleBinding {ns}/{obj} was deleted"),
+    )
+    .await;
+    wait_can(&cluster, "create", "deployments.apps", &ns, true).await;
+
+    // rules edited
+    let pp = |m: &str| PatchParams {
+        field_manager: Some(m.into()),
+        ..Default::default()
+    };
+    rls.patch(
+        &obj,
+        &pp("kubectl-edit"),
+        &Patch::Merge(
+            json!({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("the Role's rules to be restored", WAIT, || async {
+        (rls.get(&obj).await.ok()?.rules == original_role.rules).then_some(())
+    })
+    .await;
+    operator::event_with(
+        &cluster,
+        &name,
+        "DriftCorrected",
+        "rules changed by kubectl-edit",
+    )
+    .await;
+
+    // a subject added
+    let mut subjects = original_rb.subjects.clone().unwrap();
+    subjects.push(Subject {
+        kind: "User".into(),
+        name: "mallory@example.com".into(),
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        namespace: None,
+    });
+    rbs.patch(
+        &obj,
+        &pp("kubectl-patch"),
+        &Patch::Merge(json!({"subjects": subjects})),
+    )
+    .await
+    .unwrap();
+    eventually("the extra subject to be removed", WAIT, || async {
+        let rb = rbs.get(&obj).await.ok()?;
+        (rb.subjects.as_ref()?.len() == 1).then_some(())
+    })
+    .await;
+    operator::event_with(
+        &cluster,
+        &name,
+        "DriftCorrected",
+        "subjects changed by kubectl-patch",
+    )
+    .await;
+
+    // a label changed
+    rls.patch(
+        &obj,
+        &pp("kubectl-label"),
+        &Patch::Merge(json!({"metadata": {"labels": {"teamaccess.dev/tier": "Admin"}}})),
+    )
+    .await
+    .unwrap();
+    eventually("the tier label to be restored", WAIT, || async {
+        let r = rls.get(&obj).await.ok()?;
+        (r.metadata.labels.as_ref()?.get("teamaccess.dev/tier")? == "Writer").then_some(())
+    })
+    .await;
+    operator::event_with(
+        &cluster,
+        &name,
+        "DriftCorrected",
+        "labels changed by kubectl-label",
+    )
+    .await;
+
+    // roleRef changed: delete and recreate by hand, keeping the ownerReference
+    let mut bad = rbs.get(&obj).await.unwrap();
+    bad.metadata = ObjectMeta {
+        name: bad.metadata.name.clone(),
+        labels: bad.metadata.labels.clone(),
+        owner_references: bad.metadata.owner_references.clone(),
+        ..Default::default()
+    };
+    bad.role_ref = RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "ClusterRole".into(),
+        name: "view".into(),
+    };
+    // the operator recreates a deleted binding at once, so this races it
+    let mut replaced = false;
+    for _ in 0..50 {
+        let _ = rbs.delete(&obj, &DeleteParams::default()).await;
+        if rbs.create(&PostParams::default(), &bad).await.is_ok() {
+            replaced = true;
+            break;
+        }
+    }
+    assert!(
+        replaced,
+        "could not put a RoleBinding with another roleRef in place"
+    );
+    eventually("the roleRef to be restored", WAIT, || async {
+        let rb = rbs.get(&obj).await.ok()?;
+        (rb.role_ref == original_rb.role_ref).then_some(())
+    })
+    .await;
+    operator::event_with(&cluster, &name, "DriftCorrected", "roleRef").await;
+    wait_can(&cluster, "create", "deployments.apps", &ns, true).await;
+    assert!(!can(&cluster.client, "mallory-group", "list", "pods", &ns).await);
+}
+
+#[tokio::test]
+async fn namespaces_are_onboarded_and_offboarded_by_their_events() {
+    let cluster = support::cluster().await;
+    // an hour between resyncs: only watch events can make this test pass
+    let op = Operator::start(&cluster, "onboard", &["--resync-period", "1h"]).await;
+    let team = support::unique("team");
+    let late = support::unique("late");
+    let name = format!("onboard-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({
+            "groups": [{"id": G}],
+            "grants": [
+                {"tier": "Reader", "namespaceSelector": {"matchLabels": {"team": team}}},
+                {"tier": "Writer", "namespaces": [late]}
+            ]
+        }),
+    )
+    .await;
+    ready(&cluster, &name, "AppliedWithPending").await;
+
+    let ns = support::namespace(&cluster.client, "onboard", &[("team", &team)]).await;
+    wait_can(&cluster, "list", "pods", &ns, true).await;
+
+    Api::<Namespace>::all(cluster.client.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": null}}})),
+        )
+        .await
+        .unwrap();
+    wait_can(&cluster, "list", "pods", &ns, false).await;
+    assert!(
+        roles(&cluster, &ns)
+            .get_opt(&object_name(&name))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let mut n = Namespace::default();
+    n.metadata.name = Some(late.clone());
+    Api::<Namespace>::all(cluster.client.clone())
+        .create(&PostParams::default(), &n)
+        .await
+        .unwrap();
+    wait_can(&cluster, "create", "deployments.apps", &late, true).await;
+    ready(&cluster, &name, "Applied").await;
+}
+
+#[tokio::test]
+async fn a_tier_change_updates_the_role_in_place() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "tierchange", &[]).await;
+    let ns = support::namespace(&cluster.client, "tierchange", &[]).await;
+    let name = format!("tierchange-{}", op.id);
+    let spec =
+        |tier: &str| json!({"groups": [{"id": G}], "grants": [{"tier": tier, "namespaces": [ns]}]});
+    operator::apply(&cluster, &op, &name, spec("Reader")).await;
+    ready(&cluster, &name, "Applied").await;
+    let rbs = role_bindings(&cluster, &ns);
+    let before = rbs.get(&object_name(&name)).await.unwrap();
+
+    // watch the binding for the whole change
+    let mut seen = watcher(
+        rbs.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", object_name(&name))),
+    )
+    .boxed();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let recorder = tokio::spawn(async move {
+        let mut events = Vec::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return events,
+                e = seen.next() => match e {
+                    Some(Ok(e)) => events.push(e),
+                    Some(Err(_)) => {}
+                    None => return events,
+                },
+            }
+        }
+    });
+    operator::apply(&cluster, &op, &name, spec("Writer")).await;
+    ready(&cluster, &name, "Applied").await;
+    wait_can(&cluster, "create", "deployments.apps", &ns, true).await;
+    barrier(&cluster, &op).await;
+    stop.send(()).unwrap();
+    let events = recorder.await.unwrap();
+    assert!(!events.is_empty(), "the watch saw the binding");
+    for e in &events {
+        match e {
+            watcher::Event::Delete(_) => panic!("the RoleBinding was deleted during a tier change"),
+            watcher::Event::Apply(rb) | watcher::Event::InitApply(rb) => {
+                assert_eq!(
+                    rb.metadata.uid, before.metadata.uid,
+                    "the same RoleBinding throughout"
+                );
+                assert_eq!(rb.role_ref, before.role_ref, "roleRef never changes");
+            }
+            _ => {}
+        }
+    }
+    let after = rbs.get(&object_name(&name)).await.unwrap();
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+}
+
+#[tokio::test]
+async fn deleting_a_teamaccess_removes_what_it_made_and_nothing_else() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "delete", &[]).await;
+    let ns1 = support::namespace(&cluster.client, "delete-a", &[]).await;
+    let ns2 = support::namespace(&cluster.client, "delete-b", &[]).await;
+    let name = format!("delete-{}", op.id);
+    let other = format!("keep-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Writer", "namespaces": [ns1, ns2]}]}),
+    )
+    .await;
+    operator::apply(
+        &cluster,
+        &op,
+        &other,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Reader", "namespaces": [ns1]}]}),
+    )
+    .await;
+    ready(&cluster, &name, "Applied").await;
+    ready(&cluster, &other, "Applied").await;
+    let bystander = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("bystander".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: object_name(&name),
+        },
+        subjects: Some(vec![Subject {
+            kind: "Group".into(),
+            name: "bystanders".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        }]),
+    };
+    // someone else's binding that even references our Role: not ours to delete
+    role_bindings(&cluster, &ns1)
+        .create(&PostParams::default(), &bystander)
+        .await
+        .unwrap();
+
+    operator::teamaccesses(&cluster)
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the TeamAccess to be gone", WAIT, || async {
+        operator::teamaccesses(&cluster)
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for ns in [&ns1, &ns2] {
+        assert!(
+            roles(&cluster, ns)
+                .get_opt(&object_name(&name))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            role_bindings(&cluster, ns)
+                .get_opt(&object_name(&name))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(
+        role_bindings(&cluster, &ns1)
+            .get_opt("bystander")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        role_bindings(&cluster, &ns1)
+            .get_opt(&object_name(&other))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        can(&cluster.client, G, "list", "pods", &ns1).await,
+        "the other TeamAccess still grants Reader"
+    );
+    assert!(!can(&cluster.client, G, "create", "deployments.apps", &ns2).await);
+}
+
+#[tokio::test]
+async fn an_object_we_do_not_own_is_never_touched() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "conflict", &[]).await;
+    let plain = support::namespace(&cluster.client, "conflict-plain", &[]).await;
+    let labelled = support::namespace(&cluster.client, "conflict-labelled", &[]).await;
+    let name = format!("conflict-{}", op.id);
+    let obj = object_name(&name);
+    let theirs = |labels: Option<serde_json::Value>| -> RoleBinding {
+        serde_json::from_value(json!({
+            "metadata": {"name": obj, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "Group", "name": "someone-elses-group", "apiGroup": "rbac.authorization.k8s.io"}]
+        }))
+        .unwrap()
+    };
+    let ours_labels =
+        json!({"app.kubernetes.io/managed-by": "teamaccess", "teamaccess.dev/owner": name});
+    let before_plain = role_bindings(&cluster, &plain)
+        .create(&PostParams::default(), &theirs(None))
+        .await
+        .unwrap();
+    let before_labelled = role_bindings(&cluster, &labelled)
+        .create(&PostParams::default(), &theirs(Some(ours_labels)))
+        .await
+        .unwrap();
+
+    operator::apply(&cluster, &op, &name, json!({"groups": [{"id": G}], "grants": [{"tier": "Admin", "namespaces": [plain, labelled]}]})).await;
+    let ta = status_until(&cluster, &name, "Stalled with Conflict", |ta| {
+        condition(ta, "Stalled").is_some_and(|c| c.status == "True" && c.reason == "Conflict")
+    })
+    .await;
+    let stalled = condition(&ta, "Stalled").unwrap();
+    assert_eq!(condition(&ta, "Ready").unwrap().status, "False");
+    assert!(
+        stalled
+            .message
+            .contains(&format!("RoleBinding {plain}/{obj}")),
+        "{}",
+        stalled.message
+    );
+    let summary = ta.status.as_ref().unwrap().summary.clone().unwrap();
+    assert_eq!((summary.failed, summary.applied), (2, 0));
+    operator::event_with(&cluster, &name, "Conflict", &plain).await;
+
+    barrier(&cluster, &op).await;
+    for (ns, before) in [(&plain, before_plain), (&labelled, before_labelled)] {
+        let after = role_bindings(&cluster, ns).get(&obj).await.unwrap();
+        assert_eq!(
+            after.metadata.resource_version, before.metadata.resource_version,
+            "{ns}: untouched"
+        );
+        assert_eq!(
+            serde_json::to_value(&after).unwrap(),
+            serde_json::to_value(&before).unwrap()
+        );
+        // and the group got nothing through someone else's binding
+        assert!(!can(&cluster.client, G, "list", "pods", ns).await);
+    }
+}
+
+#[tokio::test]
+async fn protected_namespaces_are_denied_when_named_and_skipped_when_selected() {
+    let cluster = support::cluster().await;
+    let named = support::namespace(&cluster.client, "protected-named", &[]).await;
+    let team = support::unique("team");
+    let selected = support::namespace(
+        &cluster.client,
+        "protected-selected",
+        &[("team", &team), ("guarded", "yes")],
+    )
+    .await;
+    let normal = support::namespace(&cluster.client, "protected-normal", &[("team", &team)]).await;
+    let protected = format!("kube-system,{named}");
+    let op = Operator::start(
+        &cluster,
+        "protected",
+        &[
+            "--protected-namespaces",
+            &protected,
+            "--protected-namespace-selector",
+            "guarded=yes",
+        ],
+    )
+    .await;
+    let denied = format!("denied-{}", op.id);
+    let skipped = format!("skipped-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &denied,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Admin", "namespaces": [named]}]}),
+    )
+    .await;
+    operator::apply(&cluster, &op, &skipped, json!({"groups": [{"id": G}], "grants": [{"tier": "Reader", "namespaceSelector": {"matchLabels": {"team": team}}}]})).await;
+
+    let ta = status_until(&cluster, &denied, "Stalled with Denied", |ta| {
+        condition(ta, "Stalled").is_some_and(|c| c.status == "True" && c.reason == "Denied")
+    })
+    .await;
+    assert!(condition(&ta, "Stalled").unwrap().message.contains(&named));
+    operator::event_with(&cluster, &denied, "Denied", &named).await;
+    let ta = ready(&cluster, &skipped, "Applied").await;
+    let entry = |n: &str| {
+        ta.status
+            .as_ref()
+            .unwrap()
+            .namespaces
+            .iter()
+            .find(|e| e.name == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(entry(&selected).state.as_str(), "Skipped");
+    assert_eq!(entry(&normal).state.as_str(), "Applied");
+    assert!(condition(&ta, "Stalled").is_none());
+
+    let writes =
+        support::writes_by(&cluster, &op.user, Timestamp::UNIX_EPOCH, Timestamp::now()).await;
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.namespace == named || w.namespace == selected),
+        "nothing written in protected namespaces: {writes:#?}"
+    );
+    assert!(!can(&cluster.client, G, "list", "pods", &selected).await);
+    assert!(can(&cluster.client, G, "list", "pods", &normal).await);
+}
+
+#[tokio::test]
+async fn status_is_exact_and_bounded_at_every_stage() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "status", &[]).await;
+    let bulk = support::unique("bulk");
+    let missing = support::unique("missing");
+    let name = format!("status-{}", op.id);
+    let ta = operator::apply(&cluster, &op, &name, json!({
+        "groups": [{"id": G}],
+        "grants": [{"tier": "Reader", "namespaces": [missing], "namespaceSelector": {"matchLabels": {"bulk": bulk}}}]
+    }))
+    .await;
+    let ta = {
+        let t = ready(&cluster, &name, "AppliedWithPending").await;
+        assert_eq!(
+            t.status.as_ref().unwrap().observed_generation,
+            ta.metadata.generation
+        );
+        t
+    };
+    assert_eq!(condition(&ta, "NamespacesPending").unwrap().status, "True");
+    assert!(condition(&ta, "Reconciling").is_none() && condition(&ta, "Stalled").is_none());
+    let s = ta.status.as_ref().unwrap();
+    assert_eq!(s.summary.as_ref().unwrap().pending, 1);
+    assert_eq!(s.namespaces[0].name, missing);
+
+    // 500 selected namespaces
+    let labels = [("bulk", bulk.as_str())];
+    let created: Vec<String> = futures::stream::iter(0..500)
+        .map(|_| support::namespace(&cluster.client, "bulk", &labels))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(created.len(), 500);
+    let ta = status_until(&cluster, &name, "500 namespaces applied", |ta| {
+        ta.status
+            .as_ref()
+            .and_then(|s| s.summary.as_ref())
+            .is_some_and(|s| s.applied == 500)
+    })
+    .await;
+    let s = ta.status.as_ref().unwrap();
+    let sum = s.summary.as_ref().unwrap();
+    assert_eq!(
+        (
+            sum.targeted,
+            sum.applied,
+            sum.pending,
+            sum.failed,
+            sum.skipped
+        ),
+        (501, 500, 1, 0, 0)
+    );
+    assert_eq!(s.progress.as_deref(), Some("500/501"));
+    assert_eq!(s.namespaces.len(), 100, "the list is bounded");
+    assert_eq!(
+        s.namespaces[0].name, missing,
+        "entries needing attention come first"
+    );
+    assert_eq!(
+        condition(&ta, "Ready").unwrap().reason,
+        "AppliedWithPending"
+    );
+    let size = serde_json::to_vec(s).unwrap().len();
+    assert!(size < 32 * 1024, "status stays small: {size} bytes");
+    for ns in created.iter().step_by(97) {
+        assert!(can(&cluster.client, G, "list", "pods", ns).await, "{ns}");
+    }
+}
+
+#[tokio::test]
+async fn suspend_stops_writes_but_not_revocation() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "suspend", &[]).await;
+    let ns = support::namespace(&cluster.client, "suspend", &[]).await;
+    let timed_ns = support::namespace(&cluster.client, "suspend-timed", &[]).await;
+    let name = format!("suspend-{}", op.id);
+    let until = Timestamp::now() + SignedDuration::from_secs(12);
+    let spec = |suspend: bool| {
+        json!({
+            "groups": [{"id": G}],
+            "suspend": suspend,
+            "grants": [
+                {"tier": "Writer", "namespaces": [ns]},
+                {"tier": "Admin", "namespaces": [timed_ns], "validUntil": until.to_string()}
+            ]
+        })
+    };
+    operator::apply(&cluster, &op, &name, spec(false)).await;
+    ready(&cluster, &name, "Applied").await;
+    wait_can(
+        &cluster,
+        "create",
+        "rolebindings.rbac.authorization.k8s.io",
+        &timed_ns,
+        true,
+    )
+    .await;
+
+    let ta = operator::apply(&cluster, &op, &name, spec(true)).await;
+    let ta = {
+        let t = ready(&cluster, &name, "Suspended").await;
+        assert_eq!(
+            t.status.as_ref().unwrap().observed_generation,
+            ta.metadata.generation
+        );
+        t
+    };
+    assert_eq!(condition(&ta, "Suspended").unwrap().status, "True");
+    role_bindings(&cluster, &ns)
+        .delete(&object_name(&name), &DeleteParams::default())
+        .await
+        .unwrap();
+    barrier(&cluster, &op).await;
+    assert!(
+        role_bindings(&cluster, &ns)
+            .get_opt(&object_name(&name))
+            .await
+            .unwrap()
+            .is_none(),
+        "a deleted binding stays deleted"
+    );
+    assert!(!can(&cluster.client, G, "create", "deployments.apps", &ns).await);
+
+    // the timed grant still ends on time while suspended
+    wait_can(
+        &cluster,
+        "create",
+        "rolebindings.rbac.authorization.k8s.io",
+        &timed_ns,
+        false,
+    )
+    .await;
+    assert!(Timestamp::now() >= until);
+    assert!(
+        roles(&cluster, &timed_ns)
+            .get_opt(&object_name(&name))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    operator::apply(&cluster, &op, &name, spec(false)).await;
+    ready(&cluster, &name, "Applied").await;
+    wait_can(&cluster, "create", "deployments.apps", &ns, true).await;
+}
+
+#[tokio::test]
+async fn grants_begin_and_end_at_their_boundaries() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "window", &["--resync-period", "1h"]).await;
+    let ending = support::namespace(&cluster.client, "window-ending", &[]).await;
+    let starting = support::namespace(&cluster.client, "window-starting", &[]).await;
+    let name = format!("window-{}", op.id);
+    // whole seconds, so creationTimestamp (seconds) can be compared with it
+    let boundary = Timestamp::from_second(Timestamp::now().as_second() + 10).unwrap();
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({
+            "groups": [{"id": G}],
+            "grants": [
+                {"tier": "Admin", "namespaces": [ending], "validUntil": boundary.to_string()},
+                {"tier": "Writer", "namespaces": [starting], "validFrom": boundary.to_string()}
+            ]
+        }),
+    )
+    .await;
+    let ta = ready(&cluster, &name, "Applied").await;
+    let s = ta.status.as_ref().unwrap();
+    assert_eq!(s.next_transition_time.as_ref().map(|t| t.0), Some(boundary));
+    let state = |n: &str| {
+        s.namespaces
+            .iter()
+            .find(|e| e.name == n)
+            .map(|e| e.state.as_str())
+    };
+    assert_eq!(state(&ending), Some("Applied"));
+    assert_eq!(state(&starting), Some("NotYetValid"));
+    assert!(
+        can(
+            &cluster.client,
+            G,
+            "create",
+            "rolebindings.rbac.authorization.k8s.io",
+            &ending
+        )
+        .await
+    );
+    assert!(!can(&cluster.client, G, "create", "deployments.apps", &starting).await);
+
+    wait_can(&cluster, "create", "deployments.apps", &starting, true).await;
+    wait_can(
+        &cluster,
+        "create",
+        "rolebindings.rbac.authorization.k8s.io",
+        &ending,
+        false,
+    )
+    .await;
+    let revoked = operator::event_with(&cluster, &name, "Revoked", &ending).await;
+    let at = revoked
+        .event_time
+        .map(|t| t.0)
+        .or(revoked.metadata.creation_timestamp.map(|t| t.0))
+        .unwrap();
+    assert!(
+        at >= boundary,
+        "revoked at {at}, before validUntil {boundary}"
+    );
+    let created = role_bindings(&cluster, &starting)
+        .get(&object_name(&name))
+        .await
+        .unwrap();
+    assert!(
+        created.metadata.creation_timestamp.unwrap().0 >= boundary,
+        "granted before validFrom"
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_deleted_while_selected_is_not_an_error() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "nsdelete", &[]).await;
+    let team = support::unique("team");
+    let stays = support::namespace(&cluster.client, "nsdelete-stays", &[("team", &team)]).await;
+    let goes = support::namespace(&cluster.client, "nsdelete-goes", &[("team", &team)]).await;
+    let name = format!("nsdelete-{}", op.id);
+    operator::apply(&cluster, &op, &name, json!({"groups": [{"id": G}], "grants": [{"tier": "Writer", "namespaceSelector": {"matchLabels": {"team": team}}}]})).await;
+    status_until(&cluster, &name, "2 namespaces applied", |ta| {
+        ta.status.as_ref().and_then(|s| s.progress.as_deref()) == Some("2/2")
+    })
+    .await;
+
+    Api::<Namespace>::all(cluster.client.clone())
+        .delete(&goes, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the namespace to be gone", WAIT, || async {
+        Api::<Namespace>::all(cluster.client.clone())
+            .get_opt(&goes)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let ta = status_until(&cluster, &name, "1 namespace applied", |ta| {
+        ta.status.as_ref().and_then(|s| s.progress.as_deref()) == Some("1/1")
+    })
+    .await;
+    barrier(&cluster, &op).await;
+    assert_eq!(condition(&ta, "Ready").unwrap().reason, "Applied");
+    assert!(condition(&ta, "Stalled").is_none() && condition(&ta, "Reconciling").is_none());
+    assert!(
+        operator::events(&cluster, &name, "DriftCorrected")
+            .await
+            .is_empty(),
+        "a deleted namespace is not drift"
+    );
+    let warnings: Vec<_> = op
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
+        .collect();
+    assert!(warnings.is_empty(), "no errors logged: {warnings:#?}");
+    assert!(can(&cluster.client, G, "create", "deployments.apps", &stays).await);
+}
+
+#[tokio::test]
+async fn the_steady_state_costs_no_writes() {
+    let cluster = support::cluster().await;
+    let resync = Duration::from_secs(3);
+    let op = Operator::start(&cluster, "steady", &["--resync-period", "3s"]).await;
+    let team = support::unique("team");
+    let a = support::namespace(&cluster.client, "steady-a", &[("team", &team)]).await;
+    let b = support::namespace(&cluster.client, "steady-b", &[]).await;
+    let name = format!("steady-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({
+            "groups": [{"id": G}, {"id": "9b2c1d4e-0000-4000-8000-000000000001"}],
+            "grants": [
+                {"tier": "Admin", "namespaces": [b, "steady-missing"]},
+                {"tier": "Reader", "namespaceSelector": {"matchLabels": {"team": team}}}
+            ]
+        }),
+    )
+    .await;
+    ready(&cluster, &name, "AppliedWithPending").await;
+    assert!(can(&cluster.client, G, "list", "pods", &a).await);
+    // let the reconcile that follows our own writes settle
+    barrier(&cluster, &op).await;
+
+    let from = Timestamp::now();
+    // the measurement window: several resync periods of an idle operator
+    tokio::time::sleep(resync * 4).await;
+    let to = Timestamp::now();
+    let reconciles = op
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"] == "reconciled" && l["teamaccess"] == name.as_str())
+        .filter(|l| {
+            l["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|t| t >= from && t <= to)
+        })
+        .count();
+    assert!(
+        reconciles >= 3,
+        "the operator resynced during the window ({reconciles} reconciles)"
+    );
+    let writes: Vec<_> = support::writes_by(&cluster, &op.user, from, to)
+        .await
+        .into_iter()
+        .filter(|w| w.resource != "leases")
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "no writes in the steady state: {writes:#?}"
+    );
+}

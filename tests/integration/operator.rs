@@ -1,0 +1,318 @@
+//! Runs the real operator binary under its own ServiceAccount, bound to
+//! exactly the roles of config/rbac, never as an admin; and helpers to drive
+//! TeamAccess objects and read what the operator reports.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::discovery::pinned_kind;
+use serde_json::{Value, json};
+use teamaccess::crd::TeamAccess;
+
+use crate::support::{self, Cluster};
+
+pub const OPERATOR_NS: &str = "teamaccess-system";
+/// The label each test's operator selects its TeamAccess objects by.
+pub const TEST_LABEL: &str = "teamaccess-test/operator";
+
+/// The CRD, the operator's namespace and config/rbac, once per run.
+pub async fn install(cluster: &Cluster) {
+    crate::api::install_crd(cluster).await;
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(OPERATOR_NS.into());
+        match Api::<Namespace>::all(cluster.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating {OPERATOR_NS}: {e}"),
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rbac");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() == "kustomization.yaml" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_saphyr::from_multiple::<DynamicObject>(&text).unwrap() {
+                let gvk =
+                    kube::core::GroupVersionKind::try_from(doc.types.as_ref().unwrap()).unwrap();
+                let (ar, caps) = pinned_kind(&cluster.client, &gvk).await.unwrap();
+                let api: Api<DynamicObject> = match (&doc.metadata.namespace, caps.scope) {
+                    (Some(ns), _) => Api::namespaced_with(cluster.client.clone(), ns, &ar),
+                    (None, _) => Api::all_with(cluster.client.clone(), &ar),
+                };
+                api.patch(
+                    &doc.metadata.name.clone().unwrap(),
+                    &PatchParams::apply("teamaccess-tests").force(),
+                    &Patch::Apply(&doc),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+    })
+    .await;
+}
+
+fn binding_to(
+    role_kind: &str,
+    role: &str,
+    name: &str,
+    namespace: Option<&str>,
+    sa: &str,
+) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: namespace.map(Into::into),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: role_kind.into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: sa.into(),
+            namespace: Some(OPERATOR_NS.into()),
+            api_group: None,
+        }]),
+    }
+}
+
+/// A running operator for one test.
+pub struct Operator {
+    /// The value of [`TEST_LABEL`] its TeamAccess objects carry.
+    pub id: String,
+    /// Its user name, as the audit log records it.
+    pub user: String,
+    pub http: String,
+    pub log: PathBuf,
+    child: std::process::Child,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    pub async fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> Operator {
+        install(cluster).await;
+        let id = support::unique(name);
+        let sa = format!("op-{id}");
+        // its own ServiceAccount, bound to exactly config/rbac's roles, so the
+        // audit log can tell this operator's writes from every other's
+        let crbs = Api::<ClusterRoleBinding>::all(cluster.client.clone());
+        let crb = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(format!("teamaccess-manager-{id}")),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: "teamaccess-manager".into(),
+            },
+            subjects: binding_to("ClusterRole", "x", "x", None, &sa).subjects,
+        };
+        crbs.create(&PostParams::default(), &crb).await.unwrap();
+        for (ns, role) in [
+            ("default", "teamaccess-events"),
+            (OPERATOR_NS, "teamaccess-leader-election"),
+        ] {
+            Api::<RoleBinding>::namespaced(cluster.client.clone(), ns)
+                .create(
+                    &PostParams::default(),
+                    &binding_to("Role", role, &format!("{role}-{id}"), Some(ns), &sa),
+                )
+                .await
+                .unwrap();
+        }
+        let kubeconfig = support::service_account_kubeconfig(
+            cluster,
+            OPERATOR_NS,
+            &sa,
+            Duration::from_secs(6 * 3600),
+        )
+        .await;
+        let log = kubeconfig.with_extension("log");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--selector".into(),
+            format!("{TEST_LABEL}={id}"),
+            "--http-address".into(),
+            "127.0.0.1:0".into(),
+            "--leader-election-id".into(),
+            format!("lease-{id}"),
+            "--log-format".into(),
+            "json".into(),
+            "--forbidden-grace".into(),
+            "3s".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_teamaccess"))
+            .args(&args)
+            .env("RUST_LOG", "info,kube=warn")
+            .stderr(stderr)
+            .spawn()
+            .expect("starting teamaccess run");
+        let mut op = Operator {
+            id,
+            user: format!("system:serviceaccount:{OPERATOR_NS}:{sa}"),
+            http: String::new(),
+            log,
+            child,
+        };
+        let log = op.log.clone();
+        op.http = support::eventually("the operator to lead", Duration::from_secs(60), || {
+            let log = log.clone();
+            async move {
+                let lines = log_lines(&log);
+                let leading = lines
+                    .iter()
+                    .any(|l| l["message"].as_str() == Some("leading: reconciling"));
+                let address = lines
+                    .iter()
+                    .find_map(|l| l["address"].as_str().map(String::from));
+                if let Some(fatal) = lines.iter().find(|l| l["level"] == "ERROR") {
+                    panic!("the operator failed: {fatal}");
+                }
+                leading.then_some(address).flatten()
+            }
+        })
+        .await;
+        op
+    }
+
+    /// Labels that put a TeamAccess in this operator's hands.
+    pub fn labels(&self) -> Value {
+        json!({ TEST_LABEL: self.id })
+    }
+
+    pub fn log_lines(&self) -> Vec<Value> {
+        log_lines(&self.log)
+    }
+}
+
+pub fn log_lines(path: &PathBuf) -> Vec<Value> {
+    let Ok(f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+pub fn teamaccesses(cluster: &Cluster) -> Api<TeamAccess> {
+    Api::all(cluster.client.clone())
+}
+
+/// Creates or updates TeamAccess `name` (server-side apply, as a person's
+/// `kubectl apply --server-side` would), in `op`'s hands.
+pub async fn apply(cluster: &Cluster, op: &Operator, name: &str, spec: Value) -> TeamAccess {
+    let body = json!({
+        "apiVersion": "teamaccess.dev/v1alpha1",
+        "kind": "TeamAccess",
+        "metadata": {"name": name, "labels": op.labels()},
+        "spec": spec,
+    });
+    teamaccesses(cluster)
+        .patch(
+            name,
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying TeamAccess {name}: {e}"))
+}
+
+pub fn condition<'a>(
+    ta: &'a TeamAccess,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    ta.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Waits until the status describes the current generation and `pred` holds.
+pub async fn status_until(
+    cluster: &Cluster,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&TeamAccess) -> bool,
+) -> TeamAccess {
+    let api = teamaccesses(cluster);
+    let pred = &pred;
+    support::eventually(
+        &format!("TeamAccess {name}: {what}"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let ta = api.get(name).await.ok()?;
+                let current = ta.status.as_ref()?.observed_generation == ta.metadata.generation;
+                (current && pred(&ta)).then_some(ta)
+            }
+        },
+    )
+    .await
+}
+
+/// Waits for Ready=True with `reason` for the current generation.
+pub async fn ready(cluster: &Cluster, name: &str, reason: &str) -> TeamAccess {
+    status_until(cluster, name, &format!("Ready=True ({reason})"), |ta| {
+        condition(ta, "Ready").is_some_and(|c| c.status == "True" && c.reason == reason)
+    })
+    .await
+}
+
+/// Events the operator recorded about TeamAccess `name` with `reason`.
+pub async fn events(cluster: &Cluster, name: &str, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(cluster.client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .collect()
+}
+
+/// Waits until an event with `reason` about `name` has a note containing `needle`.
+pub async fn event_with(cluster: &Cluster, name: &str, reason: &str, needle: &str) -> Event {
+    support::eventually(
+        &format!("a {reason} event about {name} mentioning {needle:?}"),
+        Duration::from_secs(30),
+        || async {
+            events(cluster, name, reason)
+                .await
+                .into_iter()
+                .find(|e| e.note.as_deref().unwrap_or_default().contains(needle))
+        },
+    )
+    .await
+}
