@@ -332,4 +332,6 @@ pub fn role_binding(access: &TeamAccess, namespace: &str, tier: Tier) -> RoleBin
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
