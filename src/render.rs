@@ -51,8 +51,32 @@ pub enum RenderError {
         what: String,
         errors: Vec<FieldError>,
     },
+    #[error("{source_name}: invalid YAML: {message}")]
+    Syntax {
+        source_name: String,
+        message: String,
+    },
+    #[error(
+        "{source_name}: document {document}: TeamAccess {name:?} is defined again (first in document {first}); the API server holds one object per name"
+    )]
+    Duplicate {
+        source_name: String,
+        document: usize,
+        first: usize,
+        name: String,
+    },
     #[error("--now {0:?}: not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)")]
     Now(String),
+}
+
+/// The YAML parser's message, without its own `error:` prefix and without
+/// advice about parser options that a user cannot set.
+fn tidy_yaml_error(message: &str) -> String {
+    let m = message.trim().trim_start_matches("error:").trim();
+    match m.find(", set DuplicateKeyPolicy") {
+        Some(i) => m[..i].to_string(),
+        None => m.to_string(),
+    }
 }
 
 fn list(errors: &[FieldError]) -> String {
@@ -73,6 +97,13 @@ struct Document {
 /// Splits a YAML stream at `---` lines, so every error can say which document
 /// and which line it is about; empty documents are skipped but still counted.
 fn documents(text: &str, source_name: &str) -> Result<Vec<Document>, RenderError> {
+    // syntax first, over the whole stream, so line numbers are the file's
+    if let Err(e) = serde_saphyr::from_multiple::<Value>(text) {
+        return Err(RenderError::Syntax {
+            source_name: source_name.into(),
+            message: tidy_yaml_error(&e.to_string()),
+        });
+    }
     let mut chunks: Vec<(usize, String)> = vec![(1, String::new())];
     for (i, line) in text.lines().enumerate() {
         if line == "---" || line.starts_with("--- ") {
@@ -82,6 +113,15 @@ fn documents(text: &str, source_name: &str) -> Result<Vec<Document>, RenderError
             chunk.push_str(line);
             chunk.push('\n');
         }
+    }
+    // a stream that opens with `---` (after comments, perhaps) starts its
+    // first document there: what precedes it is not a document
+    let preamble_only = chunks[0]
+        .1
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if chunks.len() > 1 && preamble_only {
+        chunks.remove(0);
     }
     let mut docs = Vec::new();
     for (n, (line, chunk)) in chunks.into_iter().enumerate() {
@@ -172,7 +212,19 @@ fn strict<T: DeserializeOwned>(value: Value) -> Result<T, Vec<FieldError>> {
 /// Parses and validates TeamAccess documents as the API server would.
 pub fn parse_teamaccesses(text: &str, source_name: &str) -> Result<Vec<TeamAccess>, RenderError> {
     let mut out = Vec::new();
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
     for doc in documents(text, source_name)? {
+        if let Some(name) = doc.value.pointer("/metadata/name").and_then(Value::as_str) {
+            if let Some(&first) = seen.get(name) {
+                return Err(RenderError::Duplicate {
+                    source_name: source_name.into(),
+                    document: doc.number,
+                    first,
+                    name: name.into(),
+                });
+            }
+            seen.insert(name.into(), doc.number);
+        }
         let invalid = |errors| RenderError::Invalid {
             source_name: source_name.into(),
             document: doc.number,
@@ -313,10 +365,10 @@ spec:
 
     #[test]
     fn a_typo_is_an_error_naming_document_and_field() {
-        let text = format!(
-            "{TA}---\n{}",
-            TA.replace("namespaces:", "validUntill: x\n      namespaces:")
-        );
+        let second = TA
+            .replace("name: payments", "name: orders")
+            .replace("namespaces:", "validUntill: x\n      namespaces:");
+        let text = format!("{TA}---\n{second}");
         let err = parse_teamaccesses(&text, "in.yaml")
             .unwrap_err()
             .to_string();
@@ -328,12 +380,43 @@ spec:
     }
 
     #[test]
-    fn yaml_errors_name_the_document_and_line() {
-        let text = format!("{TA}---\nkind: [unclosed\n");
+    fn yaml_errors_give_the_file_line() {
+        let text = format!("{TA}---\nkind: TeamAccess\nkind: again\n");
         let err = parse_teamaccesses(&text, "in.yaml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("document 2 (line 12)"), "{err}");
+        assert!(err.starts_with("in.yaml: invalid YAML: "), "{err}");
+        assert!(err.contains("line 13"), "{err}");
+        assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+    }
+
+    #[test]
+    fn a_leading_separator_does_not_count_as_a_document() {
+        let text = format!(
+            "# access for payments\n---\n{}",
+            TA.replace("tier: Writer", "tier: writer")
+        );
+        let err = parse_teamaccesses(&text, "in.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("document 1 (TeamAccess \"payments\", line 3)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_name_defined_twice_is_refused() {
+        let text = format!("{TA}---\n{TA}");
+        let err = parse_teamaccesses(&text, "in.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "document 2: TeamAccess \"payments\" is defined again (first in document 1)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

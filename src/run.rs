@@ -310,28 +310,24 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         trigger.clone(),
     )));
     tokio::spawn(ta_events.for_each(|_| std::future::ready(())));
-    {
-        let (ready, stores) = (
-            ready.clone(),
-            (
-                namespaces.clone(),
-                roles.clone(),
-                bindings.clone(),
-                teamaccesses.clone(),
-            ),
+    // a reconcile decides from these caches, so nothing is decided (and no
+    // lease is sought) before they hold the whole picture; a shutdown
+    // request while waiting ends the process at once
+    let shutdown = shutdown_signal().shared();
+    let synced = async {
+        let _ = tokio::join!(
+            namespaces.wait_until_ready(),
+            roles.wait_until_ready(),
+            bindings.wait_until_ready(),
+            teamaccesses.wait_until_ready()
         );
-        tokio::spawn(async move {
-            let (n, r, b, t) = stores;
-            let _ = tokio::join!(
-                n.wait_until_ready(),
-                r.wait_until_ready(),
-                b.wait_until_ready(),
-                t.wait_until_ready()
-            );
-            ready.store(true, Ordering::Relaxed);
-            info!("caches synced");
-        });
+    };
+    tokio::select! {
+        _ = synced => {},
+        _ = shutdown.clone() => return Ok(()),
     }
+    ready.store(true, Ordering::Relaxed);
+    info!("caches synced");
 
     // discovery for the Admin tier, refreshed when an API group can change
     let groups = loop {
@@ -391,7 +387,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
 
     // leadership
-    let shutdown = shutdown_signal().shared();
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let holder = if args.leader_election {
         let mut elector = LeaderElector::new(

@@ -69,7 +69,8 @@ pub fn teamaccess(object: &Value) -> Vec<FieldError> {
     structural(schema(), &body, "", &mut errors);
     // CEL runs on a structurally valid object only, as on the API server
     if errors.is_empty()
-        && let Err(cel) = kube::core::cel::Validator::new().validate(schema(), object, None)
+        && let Err(cel) =
+            CEL.with(|(validator, compiled)| validator.validate_compiled(compiled, object, None))
     {
         errors.extend(cel.into_vec().into_iter().map(|e| FieldError {
             path: e.field_path.trim_start_matches('.').to_string(),
@@ -77,6 +78,26 @@ pub fn teamaccess(object: &Value) -> Vec<FieldError> {
         }));
     }
     errors
+}
+
+thread_local! {
+    /// The CRD's CEL rules, compiled once per thread (render validates many objects).
+    static CEL: (kube::core::cel::Validator, kube::core::cel::CompiledSchema) =
+        (kube::core::cel::Validator::new(), kube::core::cel::compile_schema(schema()));
+    static PATTERNS: std::cell::RefCell<std::collections::HashMap<String, Option<regex::Regex>>> =
+        Default::default();
+}
+
+/// Whether `s` matches the schema pattern `p` (an invalid pattern matches nothing).
+fn matches_pattern(p: &str, s: &str) -> bool {
+    PATTERNS.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(p.to_string())
+            .or_insert_with(|| regex::Regex::new(p).ok())
+            .as_ref()
+            .is_some_and(|re| re.is_match(s))
+    })
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -242,7 +263,7 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
                 err(format!("Too long: may not be more than {max} bytes"));
             }
             if let Some(p) = get("pattern").and_then(Value::as_str)
-                && !regex::Regex::new(p).is_ok_and(|re| re.is_match(s))
+                && !matches_pattern(p, s)
             {
                 err(format!(
                     "Invalid value: {s:?}: {path} in body should match '{p}'"

@@ -4,6 +4,7 @@
 
 mod api;
 mod controller;
+mod ha;
 mod operator;
 mod rig;
 mod support;

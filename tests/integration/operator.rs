@@ -109,16 +109,30 @@ impl Drop for Operator {
 }
 
 impl Operator {
+    /// An operator of its own for one test, leading at once.
     pub async fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> Operator {
-        install(cluster).await;
         let id = support::unique(name);
-        let sa = format!("op-{id}");
+        let op = Operator::spawn(cluster, &id, &id, extra).await;
+        op.wait_for_log("the operator to lead", "leading: reconciling")
+            .await;
+        op
+    }
+
+    /// One replica of the operator whose TeamAccess objects and lease are
+    /// named by `id`; replicas of one `id` share both, each under its own
+    /// ServiceAccount (`replica`) so the audit log tells their writes apart.
+    /// Returns once it serves HTTP, leader or not.
+    pub async fn spawn(cluster: &Cluster, id: &str, replica: &str, extra: &[&str]) -> Operator {
+        install(cluster).await;
+        let sa = format!("op-{replica}");
+        let id = id.to_string();
+        let replica = replica.to_string();
         // its own ServiceAccount, bound to exactly config/rbac's roles, so the
         // audit log can tell this operator's writes from every other's
         let crbs = Api::<ClusterRoleBinding>::all(cluster.client.clone());
         let crb = ClusterRoleBinding {
             metadata: ObjectMeta {
-                name: Some(format!("teamaccess-manager-{id}")),
+                name: Some(format!("teamaccess-manager-{replica}")),
                 ..Default::default()
             },
             role_ref: RoleRef {
@@ -136,7 +150,7 @@ impl Operator {
             Api::<RoleBinding>::namespaced(cluster.client.clone(), ns)
                 .create(
                     &PostParams::default(),
-                    &binding_to("Role", role, &format!("{role}-{id}"), Some(ns), &sa),
+                    &binding_to("Role", role, &format!("{role}-{replica}"), Some(ns), &sa),
                 )
                 .await
                 .unwrap();
@@ -180,24 +194,95 @@ impl Operator {
             child,
         };
         let log = op.log.clone();
-        op.http = support::eventually("the operator to lead", Duration::from_secs(60), || {
-            let log = log.clone();
-            async move {
-                let lines = log_lines(&log);
-                let leading = lines
-                    .iter()
-                    .any(|l| l["message"].as_str() == Some("leading: reconciling"));
-                let address = lines
-                    .iter()
-                    .find_map(|l| l["address"].as_str().map(String::from));
-                if let Some(fatal) = lines.iter().find(|l| l["level"] == "ERROR") {
-                    panic!("the operator failed: {fatal}");
+        op.http = support::eventually(
+            "the operator to serve HTTP",
+            Duration::from_secs(60),
+            || {
+                let log = log.clone();
+                async move {
+                    let lines = log_lines(&log);
+                    if let Some(fatal) = lines.iter().find(|l| l["level"] == "ERROR") {
+                        panic!("the operator failed: {fatal}");
+                    }
+                    lines
+                        .iter()
+                        .find_map(|l| l["address"].as_str().map(String::from))
                 }
-                leading.then_some(address).flatten()
-            }
-        })
+            },
+        )
         .await;
         op
+    }
+
+    /// Waits until the operator logs `message`.
+    pub async fn wait_for_log(&self, what: &str, message: &str) {
+        support::eventually(what, Duration::from_secs(60), || async {
+            let lines = self.log_lines();
+            if let Some(fatal) = lines.iter().find(|l| l["level"] == "ERROR") {
+                panic!("the operator failed: {fatal}");
+            }
+            lines
+                .iter()
+                .any(|l| l["message"].as_str() == Some(message))
+                .then_some(())
+        })
+        .await;
+    }
+
+    pub fn logged(&self, message: &str) -> bool {
+        self.log_lines()
+            .iter()
+            .any(|l| l["message"].as_str() == Some(message))
+    }
+
+    /// Kills the process at once, as a crash or a node loss would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the process to end; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Waits for the process to end by itself; returns its exit code.
+    pub async fn exited(&mut self, within: Duration) -> Option<i32> {
+        let child = &mut self.child;
+        support::eventually("the operator to exit", within, || {
+            let status = child.try_wait().ok().flatten();
+            async move { status.map(|s| s.code()) }
+        })
+        .await
+    }
+
+    /// GET `path` on the operator's HTTP endpoint: (status code, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&self.http)
+            .await
+            .expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.http
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let code = response
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
     }
 
     /// Labels that put a TeamAccess in this operator's hands.

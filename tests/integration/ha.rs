@@ -1,0 +1,246 @@
+//! Two replicas: only the leader writes, a standby takes over when the leader
+//! dies, a leader that loses its lease stops and exits, and SIGTERM hands the
+//! lease over at once. Writers are told apart by the audit log: each replica
+//! runs under its own ServiceAccount, bound to the same config/rbac roles.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+use crate::operator::{self, OPERATOR_NS, Operator, ready};
+use crate::support::{self, can};
+
+const G: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+const LEASE: [&str; 4] = ["--lease-duration", "6s", "--lease-retry-period", "1s"];
+
+fn writes_other_than_leases(events: Vec<support::AuditEvent>) -> Vec<support::AuditEvent> {
+    events
+        .into_iter()
+        .filter(|e| e.resource != "leases")
+        .collect()
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_standby_takes_over() {
+    let cluster = support::cluster().await;
+    let id = support::unique("ha");
+    let mut a = Operator::spawn(&cluster, &id, &format!("{id}-a"), &LEASE).await;
+    a.wait_for_log("replica a to lead", "leading: reconciling")
+        .await;
+    let b = Operator::spawn(&cluster, &id, &format!("{id}-b"), &LEASE).await;
+    b.wait_for_log("replica b to sync its caches", "caches synced")
+        .await;
+    assert_eq!(
+        b.get("/readyz").await.0,
+        200,
+        "a standby is ready: its caches are synced"
+    );
+    assert!(!b.logged("leading: reconciling"));
+
+    let from = Timestamp::now();
+    let ns = support::namespace(&cluster.client, "ha", &[]).await;
+    let name = format!("ha-{id}");
+    operator::apply(
+        &cluster,
+        &a,
+        &name,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Reader", "namespaces": [ns]}]}),
+    )
+    .await;
+    ready(&cluster, &name, "Applied").await;
+    let to = Timestamp::now();
+    assert!(
+        !writes_other_than_leases(support::writes_by(&cluster, &a.user, from, to).await).is_empty(),
+        "the leader wrote"
+    );
+    let standby = support::writes_by(&cluster, &b.user, from, to).await;
+    assert!(
+        standby.is_empty(),
+        "the standby wrote nothing at all, not even the lease: {standby:#?}"
+    );
+
+    // the leader dies without a word; the standby must wait out the lease
+    let killed = Instant::now();
+    a.kill();
+    b.wait_for_log("replica b to take over", "leading: reconciling")
+        .await;
+    let takeover = killed.elapsed();
+    println!("takeover after {takeover:?} (lease 6s, retry 1s)");
+    // scheduling slack on a busy 2-core machine on top of duration + retry
+    assert!(
+        takeover <= Duration::from_secs(6 + 1 + 3),
+        "took over after {takeover:?}"
+    );
+
+    // the new leader does the work
+    let from = Timestamp::now();
+    Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
+        .delete(
+            &teamaccess::naming::object_name(&name),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    support::eventually("b to restore access", Duration::from_secs(30), || async {
+        can(&cluster.client, G, "list", "pods", &ns)
+            .await
+            .then_some(())
+    })
+    .await;
+    let to = Timestamp::now();
+    let by_b = writes_other_than_leases(support::writes_by(&cluster, &b.user, from, to).await);
+    assert!(
+        by_b.iter()
+            .any(|w| w.resource == "rolebindings" && w.verb == "create"),
+        "{by_b:#?}"
+    );
+    assert!(
+        support::writes_by(&cluster, &a.user, from, to)
+            .await
+            .is_empty(),
+        "the dead leader wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_releases_the_lease_for_an_immediate_takeover() {
+    let cluster = support::cluster().await;
+    let id = support::unique("term");
+    // a long lease: only an explicit release lets b in quickly
+    let long = ["--lease-duration", "60s", "--lease-retry-period", "1s"];
+    let mut a = Operator::spawn(&cluster, &id, &format!("{id}-a"), &long).await;
+    a.wait_for_log("replica a to lead", "leading: reconciling")
+        .await;
+    let b = Operator::spawn(&cluster, &id, &format!("{id}-b"), &long).await;
+    b.wait_for_log("replica b to sync", "caches synced").await;
+
+    let stopped = Instant::now();
+    assert_eq!(a.terminate(), Some(0), "a clean exit on SIGTERM");
+    assert!(a.logged("released the leader lease"));
+    b.wait_for_log("replica b to take over", "leading: reconciling")
+        .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(30),
+        "took over after {:?}, long before the 60s lease ran out",
+        stopped.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_stops_writing_and_exits() {
+    let cluster = support::cluster().await;
+    let mut op = Operator::start(&cluster, "lose", &LEASE).await;
+    let ns = support::namespace(&cluster.client, "lose", &[]).await;
+    let name = format!("lose-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Reader", "namespaces": [ns]}]}),
+    )
+    .await;
+    ready(&cluster, &name, "Applied").await;
+
+    // another holder takes the lease (as a partitioned replica's successor would)
+    let leases = Api::<Lease>::namespaced(cluster.client.clone(), OPERATOR_NS);
+    let mut lease = leases.get(&format!("lease-{}", op.id)).await.unwrap();
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("another-replica".into());
+    spec.renew_time = Some(MicroTime(Timestamp::now()));
+    spec.lease_duration_seconds = Some(3600);
+    leases
+        .replace(&format!("lease-{}", op.id), &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    let taken = Timestamp::now();
+
+    assert_eq!(
+        op.exited(Duration::from_secs(20)).await,
+        Some(1),
+        "it exits when it loses the lease"
+    );
+    assert!(op.logged("lost the leader lease; exiting so that only the leader writes"));
+    // a drift after it left is not corrected by it
+    Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
+        .delete(
+            &teamaccess::naming::object_name(&name),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    let writes = support::writes_by(&cluster, &op.user, taken, Timestamp::now()).await;
+    let writes = writes_other_than_leases(writes);
+    assert!(
+        writes.is_empty(),
+        "no writes after losing the lease: {writes:#?}"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "metrics", &[]).await;
+    assert_eq!(op.get("/healthz").await, (200, "ok".to_string()));
+    assert_eq!(op.get("/readyz").await.0, 200);
+    let ns = support::namespace(&cluster.client, "metrics", &[]).await;
+    let name = format!("metrics-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Writer", "namespaces": [ns]}]}),
+    )
+    .await;
+    ready(&cluster, &name, "Applied").await;
+    Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
+        .delete(
+            &teamaccess::naming::object_name(&name),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    operator::event_with(&cluster, &name, "DriftCorrected", "was deleted").await;
+
+    let (code, body) = op.get("/metrics").await;
+    assert_eq!(code, 200);
+    let value = |series: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let reconciles =
+        format!("teamaccess_reconciles_total{{teamaccess=\"{name}\",result=\"success\"}}");
+    assert!(
+        value(&reconciles).is_some_and(|v| v >= 2.0),
+        "{reconciles} in:\n{body}"
+    );
+    assert_eq!(
+        value("teamaccess_drift_corrections_total{kind=\"RoleBinding\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(value("teamaccess_leader"), Some(1.0));
+    assert!(
+        value("teamaccess_managed_objects{kind=\"Role\"}").is_some_and(|v| v >= 1.0),
+        "{body}"
+    );
+    assert!(
+        value("teamaccess_reconcile_duration_seconds_count").is_some_and(|v| v >= 2.0),
+        "{body}"
+    );
+    // no write failed, so no API error was counted
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("teamaccess_api_errors_total")),
+        "{body}"
+    );
+    // labels carry nothing from namespaces or groups
+    assert!(!body.contains(&ns) && !body.contains(G), "{body}");
+}
