@@ -313,10 +313,33 @@ impl TeamAccess {
     }
 }
 
+/// The CRD, as the derive makes it plus one thing it cannot express: a
+/// default status of `{observedGeneration: 0}`. kstatus (Flux) calls an object
+/// without `status.observedGeneration` current, so without it a new TeamAccess
+/// would pass a health check before the operator had looked at it; with it, a
+/// new object reads as behind its generation until the first reconcile.
+pub fn definition()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    use kube::CustomResourceExt;
+    let mut crd = TeamAccess::crd();
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+    }
+    crd
+}
+
 /// The CRD as YAML, exactly as `crds/` holds it.
 pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    serde_saphyr::to_string(&TeamAccess::crd()).expect("the CRD serializes")
+    serde_saphyr::to_string(&definition()).expect("the CRD serializes")
 }
 
 #[cfg(test)]
@@ -347,7 +370,6 @@ mod tests {
                 }
             }
         }
-        use kube::CustomResourceExt;
-        walk(&serde_json::to_value(TeamAccess::crd()).unwrap(), false, "");
+        walk(&serde_json::to_value(definition()).unwrap(), false, "");
     }
 }

@@ -324,7 +324,7 @@ async fn ensure<K: Managed>(
     };
     if !drift::owned_by(existing.meta(), uid) {
         return Ok(Ensured::Conflict(format!(
-            "{} {ns}/{name} exists and is not owned by this TeamAccess; it is left untouched",
+            "{} {ns}/{name} exists and is not owned by this TeamAccess",
             K::KIND
         )));
     }
@@ -558,10 +558,7 @@ fn plan_state(plan: Plan) -> (NamespaceState, Option<&'static str>) {
     match plan {
         Plan::Apply => (NamespaceState::Applied, None),
         Plan::Pending => (NamespaceState::Pending, Some("namespace not found")),
-        Plan::Denied => (
-            NamespaceState::Denied,
-            Some("protected namespace; never written"),
-        ),
+        Plan::Denied => (NamespaceState::Denied, Some("protected namespace")),
         Plan::Skipped => (NamespaceState::Skipped, Some("protected namespace")),
         Plan::Expired => (
             NamespaceState::Expired,

@@ -42,6 +42,15 @@ pub struct Observed {
     pub tiers: Vec<crate::tiers::Tier>,
 }
 
+/// "1 namespace", "3 namespaces".
+fn plural(n: u32, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn examples(entries: &[&NamespaceStatus]) -> String {
     let mut parts: Vec<String> = entries
         .iter()
@@ -133,8 +142,9 @@ pub fn compute(
             true,
             "Suspended",
             format!(
-                "suspended: Roles and RoleBindings are not created or updated; {} of {} namespaces applied",
-                summary.applied, summary.targeted
+                "suspended: Roles and RoleBindings are not created or updated; {} of {} applied",
+                summary.applied,
+                plural(summary.targeted, "namespace")
             ),
             g,
         ),
@@ -143,8 +153,9 @@ pub fn compute(
             true,
             "AppliedWithPending",
             format!(
-                "{} namespaces applied; {} named namespaces do not exist yet and get access when they are created",
-                summary.applied, summary.pending
+                "{} applied; {} named but not created yet, applied when created",
+                plural(summary.applied, "namespace"),
+                plural(summary.pending, "namespace")
             ),
             g,
         ),
@@ -152,7 +163,7 @@ pub fn compute(
             READY,
             true,
             "Applied",
-            format!("{} namespaces applied", summary.applied),
+            format!("{} applied", plural(summary.applied, "namespace")),
             g,
         ),
     };

@@ -9,10 +9,7 @@
 
 use std::sync::OnceLock;
 
-use kube::CustomResourceExt;
 use serde_json::Value;
-
-use crate::crd::TeamAccess;
 
 /// One refused field, in the API server's words where we can.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +28,7 @@ impl std::fmt::Display for FieldError {
 fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let crd = TeamAccess::crd();
+        let crd = crate::crd::definition();
         let s = crd.spec.versions[0]
             .schema
             .as_ref()

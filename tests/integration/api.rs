@@ -139,3 +139,29 @@ async fn printer_columns_are_served() {
         assert!(columns.iter().any(|c| c == want), "{want} in {columns:?}");
     }
 }
+
+/// kstatus (Flux) calls an object without status.observedGeneration current;
+/// the CRD's status default makes a new TeamAccess read as behind instead,
+/// until the operator has reconciled it.
+#[tokio::test]
+async fn a_new_teamaccess_reads_as_not_yet_observed() {
+    let cluster = support::cluster().await;
+    install_crd(&cluster).await;
+    let name = support::unique("unobserved");
+    let object = json!({
+        "apiVersion": "teamaccess.dev/v1alpha1",
+        "kind": "TeamAccess",
+        // no operator selects this label, so nobody reconciles it
+        "metadata": {"name": name, "labels": {"teamaccess-test/operator": "nobody"}},
+        "spec": {"groups": [{"id": cases::GROUP}], "grants": [{"tier": "Reader", "namespaces": ["a"]}]},
+    });
+    apply(&cluster, &object).await.unwrap();
+    let got = teamaccess_api(&cluster).get(&name).await.unwrap();
+    assert_eq!(got.metadata.generation, Some(1));
+    assert_eq!(
+        got.data["status"],
+        json!({"observedGeneration": 0}),
+        "{:?}",
+        got.data
+    );
+}
