@@ -2,10 +2,21 @@
 SHELL := bash
 DEV_DIR ?= .dev/cluster
 
-.PHONY: build test lint crds check-crds dev-cluster dev-cluster-down control-plane
+.PHONY: build test demo demo-down bench lint crds dev-cluster dev-cluster-down control-plane
 
 build:
 	cargo build
+
+## demo: a local control plane, the operator under its ServiceAccount, the samples
+demo:
+	hack/demo.sh
+
+demo-down:
+	hack/demo.sh down
+
+## bench: convergence, steady state, drift latency and memory at thousands of objects
+bench:
+	hack/bench.sh
 
 ## test: every unit, CLI and integration test, against a real control plane
 test:
@@ -15,9 +26,10 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-## crds: regenerate crds/ from the TeamAccess type
+## crds: regenerate crds/ from the TeamAccess type, and its copy for kustomize in config/crd/
 crds:
 	cargo run -q -- crd > crds/teamaccess.dev_teamaccesses.yaml
+	cp crds/teamaccess.dev_teamaccesses.yaml config/crd/teamaccess.dev_teamaccesses.yaml
 
 ## control-plane: build (or find cached) kube-apiserver, controller-manager, kubectl, etcd
 control-plane:

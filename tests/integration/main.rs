@@ -3,7 +3,9 @@
 //! `make test` starts it and passes its kubeconfig in TEAMACCESS_TEST_KUBECONFIG.
 
 mod api;
+mod config;
 mod controller;
+mod gitops;
 mod ha;
 mod operator;
 mod rig;
