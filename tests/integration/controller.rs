@@ -257,7 +257,11 @@ async fn each_tier_gives_exactly_what_the_spec_says() {
         .create(&PostParams::default(), &readers)
         .await
         .expect("Admin binds a Role within its rights");
-    assert!(can(c, "colleagues", "list", "pods", &a).await);
+    // the authorizer's cache takes a moment to see a new binding
+    eventually("the colleagues to list pods", WAIT, || async {
+        can(c, "colleagues", "list", "pods", &a).await.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -275,6 +279,7 @@ async fn drift_is_reverted_and_reported() {
     )
     .await;
     ready(&cluster, &name, "Applied").await;
+    crate::gitops::assert_argo(&cluster, &name, "Healthy").await;
     let rbs = role_bindings(&cluster, &ns);
     let rls = roles(&cluster, &ns);
     let original_role = rls.get(&obj).await.unwrap();
@@ -429,6 +434,7 @@ async fn namespaces_are_onboarded_and_offboarded_by_their_events() {
     )
     .await;
     ready(&cluster, &name, "AppliedWithPending").await;
+    crate::gitops::assert_argo(&cluster, &name, "Healthy").await;
 
     let ns = support::namespace(&cluster.client, "onboard", &[("team", &team)]).await;
     wait_can(&cluster, "list", "pods", &ns, true).await;
@@ -646,6 +652,7 @@ async fn an_object_we_do_not_own_is_never_touched() {
         condition(ta, "Stalled").is_some_and(|c| c.status == "True" && c.reason == "Conflict")
     })
     .await;
+    crate::gitops::assert_argo(&cluster, &name, "Degraded").await;
     let stalled = condition(&ta, "Stalled").unwrap();
     assert_eq!(condition(&ta, "Ready").unwrap().status, "False");
     assert!(
@@ -715,6 +722,7 @@ async fn protected_namespaces_are_denied_when_named_and_skipped_when_selected() 
     })
     .await;
     assert!(condition(&ta, "Stalled").unwrap().message.contains(&named));
+    crate::gitops::assert_argo(&cluster, &denied, "Degraded").await;
     operator::event_with(&cluster, &denied, "Denied", &named).await;
     let ta = ready(&cluster, &skipped, "Applied").await;
     let entry = |n: &str| {
@@ -740,7 +748,7 @@ async fn protected_namespaces_are_denied_when_named_and_skipped_when_selected() 
         "nothing written in protected namespaces: {writes:#?}"
     );
     assert!(!can(&cluster.client, G, "list", "pods", &selected).await);
-    assert!(can(&cluster.client, G, "list", "pods", &normal).await);
+    wait_can(&cluster, "list", "pods", &normal, true).await;
 }
 
 #[tokio::test]
@@ -809,7 +817,7 @@ async fn status_is_exact_and_bounded_at_every_stage() {
     let size = serde_json::to_vec(s).unwrap().len();
     assert!(size < 32 * 1024, "status stays small: {size} bytes");
     for ns in created.iter().step_by(97) {
-        assert!(can(&cluster.client, G, "list", "pods", ns).await, "{ns}");
+        wait_can(&cluster, "list", "pods", ns, true).await;
     }
 }
 
@@ -852,6 +860,7 @@ async fn suspend_stops_writes_but_not_revocation() {
         t
     };
     assert_eq!(condition(&ta, "Suspended").unwrap().status, "True");
+    crate::gitops::assert_argo(&cluster, &name, "Suspended").await;
     role_bindings(&cluster, &ns)
         .delete(&object_name(&name), &DeleteParams::default())
         .await
@@ -877,13 +886,16 @@ async fn suspend_stops_writes_but_not_revocation() {
     )
     .await;
     assert!(Timestamp::now() >= until);
-    assert!(
+    // the binding goes first (that ends access), the Role right after
+    eventually("the timed Role to be deleted", WAIT, || async {
         roles(&cluster, &timed_ns)
             .get_opt(&object_name(&name))
             .await
             .unwrap()
             .is_none()
-    );
+            .then_some(())
+    })
+    .await;
 
     operator::apply(&cluster, &op, &name, spec(false)).await;
     ready(&cluster, &name, "Applied").await;
@@ -1010,7 +1022,7 @@ async fn a_namespace_deleted_while_selected_is_not_an_error() {
         .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
         .collect();
     assert!(warnings.is_empty(), "no errors logged: {warnings:#?}");
-    assert!(can(&cluster.client, G, "create", "deployments.apps", &stays).await);
+    wait_can(&cluster, "create", "deployments.apps", &stays, true).await;
 }
 
 #[tokio::test]
@@ -1036,7 +1048,7 @@ async fn the_steady_state_costs_no_writes() {
     )
     .await;
     ready(&cluster, &name, "AppliedWithPending").await;
-    assert!(can(&cluster.client, G, "list", "pods", &a).await);
+    wait_can(&cluster, "list", "pods", &a, true).await;
     // let the reconcile that follows our own writes settle
     barrier(&cluster, &op).await;
 

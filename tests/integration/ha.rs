@@ -244,3 +244,93 @@ async fn health_readiness_and_metrics_are_served() {
     // labels carry nothing from namespaces or groups
     assert!(!body.contains(&ns) && !body.contains(G), "{body}");
 }
+
+#[tokio::test]
+async fn a_lasting_forbidden_answer_is_stalled_with_the_servers_message() {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let cluster = support::cluster().await;
+    operator::install(&cluster).await;
+    // config/rbac's ClusterRole without `escalate`: the operator may not write
+    // a Role with rules it does not hold itself
+    let roles = Api::<ClusterRole>::all(cluster.client.clone());
+    let mut crippled = roles.get("teamaccess-manager").await.unwrap();
+    for rule in crippled.rules.iter_mut().flatten() {
+        rule.verbs.retain(|v| v != "escalate");
+    }
+    let role_name = support::unique("teamaccess-manager-noescalate");
+    crippled.metadata = kube::api::ObjectMeta {
+        name: Some(role_name.clone()),
+        ..Default::default()
+    };
+    roles
+        .create(&PostParams::default(), &crippled)
+        .await
+        .unwrap();
+
+    let id = support::unique("forbidden");
+    let op = Operator::spawn_as(&cluster, &id, &id, &role_name, &[]).await;
+    op.wait_for_log("the operator to lead", "leading: reconciling")
+        .await;
+    let ns = support::namespace(&cluster.client, "forbidden", &[]).await;
+    let name = format!("forbidden-{id}");
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({"groups": [{"id": G}], "grants": [{"tier": "Writer", "namespaces": [ns]}]}),
+    )
+    .await;
+    // first retried (Reconciling), then, past the 3s grace the tests use, Stalled
+    let ta = operator::status_until(&cluster, &name, "Stalled with Forbidden", |ta| {
+        operator::condition(ta, "Stalled")
+            .is_some_and(|c| c.status == "True" && c.reason == "Forbidden")
+    })
+    .await;
+    let stalled = operator::condition(&ta, "Stalled").unwrap();
+    assert!(
+        stalled
+            .message
+            .contains("attempting to grant RBAC permissions not currently held"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(operator::condition(&ta, "Ready").unwrap().status, "False");
+    assert!(!can(&cluster.client, G, "create", "deployments.apps", &ns).await);
+    // still running, retrying: never a crash loop
+    assert!(op.get("/healthz").await.0 == 200);
+}
+
+#[tokio::test]
+async fn no_token_is_ever_logged() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "secrets", &[]).await;
+    let ns = support::namespace(&cluster.client, "secrets", &[]).await;
+    let name = format!("secrets-{}", op.id);
+    operator::apply(&cluster, &op, &name, json!({"groups": [{"id": G}], "grants": [{"tier": "Admin", "namespaces": [ns, "kube-system"]}]})).await;
+    operator::status_until(&cluster, &name, "reconciled", |ta| {
+        operator::condition(ta, "Stalled").is_some()
+    })
+    .await;
+    let kubeconfig = std::fs::read_to_string(op.log.with_extension("kubeconfig")).unwrap();
+    let token = kubeconfig
+        .split("token: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim();
+    assert!(token.len() > 100, "the kubeconfig holds a token");
+    let log = std::fs::read_to_string(&op.log).unwrap();
+    assert!(log.contains("reconciled"), "the log has content");
+    for secret in [token, &token[..40], &token[token.len() - 40..]] {
+        assert!(
+            !log.contains(secret),
+            "the log contains (part of) the token"
+        );
+    }
+    assert!(
+        !log.contains("certificate-authority-data"),
+        "nor kubeconfig contents"
+    );
+}

@@ -123,6 +123,18 @@ impl Operator {
     /// ServiceAccount (`replica`) so the audit log tells their writes apart.
     /// Returns once it serves HTTP, leader or not.
     pub async fn spawn(cluster: &Cluster, id: &str, replica: &str, extra: &[&str]) -> Operator {
+        Operator::spawn_as(cluster, id, replica, "teamaccess-manager", extra).await
+    }
+
+    /// As [`Operator::spawn`], bound to `cluster_role` instead of config/rbac's
+    /// ClusterRole (for tests of what happens when a permission is missing).
+    pub async fn spawn_as(
+        cluster: &Cluster,
+        id: &str,
+        replica: &str,
+        cluster_role: &str,
+        extra: &[&str],
+    ) -> Operator {
         install(cluster).await;
         let sa = format!("op-{replica}");
         let id = id.to_string();
@@ -138,7 +150,7 @@ impl Operator {
             role_ref: RoleRef {
                 api_group: Some("rbac.authorization.k8s.io".into()),
                 kind: "ClusterRole".into(),
-                name: "teamaccess-manager".into(),
+                name: cluster_role.into(),
             },
             subjects: binding_to("ClusterRole", "x", "x", None, &sa).subjects,
         };

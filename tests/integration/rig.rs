@@ -46,11 +46,14 @@ async fn view_binding_gives_a_group_exactly_what_view_allows() {
         .await
         .unwrap();
     let c = &cluster.client;
-    // `view` has rules only if the clusterrole-aggregation controller runs
-    assert!(
-        can(c, GROUP, "list", "pods", &ns).await,
-        "view lets the group list pods"
-    );
+    // `view` has rules only if the clusterrole-aggregation controller runs; a
+    // new binding reaches the authorizer's cache a moment after it is created
+    support::eventually(
+        "view lets the group list pods",
+        std::time::Duration::from_secs(10),
+        || async { can(c, GROUP, "list", "pods", &ns).await.then_some(()) },
+    )
+    .await;
     assert!(can(c, GROUP, "get", "deployments.apps", &ns).await);
     assert!(
         !can(c, GROUP, "get", "secrets", &ns).await,
