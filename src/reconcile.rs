@@ -57,7 +57,7 @@ pub enum Error {
     },
     #[error("{what} timed out after {after:?}")]
     Timeout { what: String, after: Duration },
-    #[error("listing managed {kind}: {source}")]
+    #[error("listing managed {kind}s: {source}")]
     List {
         kind: &'static str,
         #[source]
@@ -964,41 +964,9 @@ async fn cleanup(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
         naming::LABEL_OWNER,
         naming::owner_label(&name)
     ));
-    let mut deleted = 0;
-    let bindings = Api::<RoleBinding>::all(ctx.client.clone());
-    let list = timed(ctx, || "list RoleBindings".into(), bindings.list(&lp))
-        .await?
-        .map_err(|source| Error::List {
-            kind: "RoleBindings",
-            source,
-        })?;
-    for b in list
-        .items
-        .iter()
-        .filter(|b| drift::owned_by(&b.metadata, &uid))
-    {
-        deleted += delete_exact(ctx, b)
-            .await
-            .map_err(|source| write_error("delete", "RoleBinding", b, source))?
-            as usize;
-    }
-    let roles = Api::<Role>::all(ctx.client.clone());
-    let list = timed(ctx, || "list Roles".into(), roles.list(&lp))
-        .await?
-        .map_err(|source| Error::List {
-            kind: "Roles",
-            source,
-        })?;
-    for r in list
-        .items
-        .iter()
-        .filter(|r| drift::owned_by(&r.metadata, &uid))
-    {
-        deleted += delete_exact(ctx, r)
-            .await
-            .map_err(|source| write_error("delete", "Role", r, source))?
-            as usize;
-    }
+    // bindings first: access ends with them
+    let deleted = delete_all_owned::<RoleBinding>(ctx, &uid, &lp).await?
+        + delete_all_owned::<Role>(ctx, &uid, &lp).await?;
     ctx.applied.lock().expect("not poisoned").remove(&uid);
     ctx.forbidden_since
         .lock()
@@ -1006,6 +974,29 @@ async fn cleanup(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
         .remove(&uid);
     info!(teamaccess = %name, deleted, "cleaned up");
     Ok(Action::await_change())
+}
+
+/// Deletes every object of kind `K` matching `lp` that `uid` owns; returns how many.
+async fn delete_all_owned<K: Managed>(
+    ctx: &Context,
+    uid: &str,
+    lp: &ListParams,
+) -> Result<usize, Error> {
+    let api = Api::<K>::all(ctx.client.clone());
+    let list = timed(ctx, || format!("list {}s", K::KIND), api.list(lp))
+        .await?
+        .map_err(|source| Error::List {
+            kind: K::KIND,
+            source,
+        })?;
+    let mut deleted = 0;
+    for obj in list.items.iter().filter(|o| drift::owned_by(o.meta(), uid)) {
+        deleted += delete_exact(ctx, obj)
+            .await
+            .map_err(|source| write_error("delete", K::KIND, obj, source))?
+            as usize;
+    }
+    Ok(deleted)
 }
 
 fn write_error<K: Resource>(
