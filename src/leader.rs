@@ -73,8 +73,19 @@ impl LeaderElector {
         }
     }
 
-    /// One attempt to take or keep the lease; true while we hold it.
+    /// One attempt to take or keep the lease; true while we hold it. An
+    /// attempt that does not finish within the retry period counts as failed.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaseError> {
+        let limit = self.retry.max(Duration::from_secs(1));
+        match tokio::time::timeout(limit, self.attempt()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.err(kube::Error::Service(
+                format!("lease request timed out after {limit:?}").into(),
+            ))),
+        }
+    }
+
+    async fn attempt(&mut self) -> Result<bool, LeaseError> {
         let current = match self
             .api
             .get_opt(&self.name)
@@ -180,7 +191,9 @@ impl LeaderElector {
 
     /// Gives the lease up so a standby takes over at once, not after expiry.
     pub async fn release(&mut self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+        let Ok(Ok(Some(mut lease))) =
+            tokio::time::timeout(self.duration, self.api.get_opt(&self.name)).await
+        else {
             return;
         };
         let Some(spec) = lease.spec.as_mut() else {
@@ -191,13 +204,12 @@ impl LeaderElector {
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => info!(lease = %self.name, "released the leader lease"),
-            Err(e) => warn!(error = %e, "releasing the leader lease failed"),
+        let pp = PostParams::default();
+        let release = self.api.replace(&self.name, &pp, &lease);
+        match tokio::time::timeout(self.duration, release).await {
+            Ok(Ok(_)) => info!(lease = %self.name, "released the leader lease"),
+            Ok(Err(e)) => warn!(error = %e, "releasing the leader lease failed"),
+            Err(_) => warn!(lease = %self.name, "releasing the leader lease timed out"),
         }
     }
 }

@@ -149,13 +149,25 @@ pub async fn reconcile(ta: Arc<TeamAccess>, ctx: Arc<Context>) -> Result<Action,
     let start = std::time::Instant::now();
     let name = ta.name_any();
     let api: Api<TeamAccess> = Api::all(ctx.client.clone());
-    let result = finalizer(&api, FINALIZER, ta, |event| async {
+    // the finalizer helper's own patches are not timed one by one: a deadline
+    // on the whole reconcile bounds them, and frees the worker for others
+    let deadline = ctx.write_timeout * 6;
+    let work = finalizer(&api, FINALIZER, ta, |event| async {
         match event {
             Finalizer::Apply(ta) => apply(&ta, &ctx).await,
             Finalizer::Cleanup(ta) => cleanup(&ta, &ctx).await,
         }
-    })
-    .await
+    });
+    let result = match tokio::time::timeout(deadline, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            ctx.metrics.observe_reconcile(&name, false, start.elapsed());
+            return Err(Error::Timeout {
+                what: format!("reconcile of TeamAccess {name}"),
+                after: deadline,
+            });
+        }
+    }
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
@@ -632,8 +644,15 @@ async fn publish(
         }
     };
     // events are for people; failing to record one never fails the reconcile
-    if let Err(e) = recorder.publish(&event, &ta.object_ref(&())).await {
-        warn!(teamaccess = %ta.name_any(), error = %e, "could not publish event");
+    match tokio::time::timeout(
+        ctx.write_timeout,
+        recorder.publish(&event, &ta.object_ref(&())),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(teamaccess = %ta.name_any(), error = %e, "could not publish event"),
+        Err(_) => warn!(teamaccess = %ta.name_any(), "publishing an event timed out"),
     }
 }
 

@@ -739,6 +739,7 @@ async fn protected_namespaces_are_denied_when_named_and_skipped_when_selected() 
     assert_eq!(entry(&normal).state.as_str(), "Applied");
     assert!(condition(&ta, "Stalled").is_none());
 
+    barrier(&cluster, &op).await;
     let writes =
         support::writes_by(&cluster, &op.user, Timestamp::UNIX_EPOCH, Timestamp::now()).await;
     assert!(
