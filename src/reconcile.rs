@@ -32,7 +32,6 @@ use crate::crd::{NamespaceState, NamespaceStatus, TeamAccess};
 use crate::desired::{self, Plan, Settings, Target};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
-use crate::tiers::Tier;
 use crate::{drift, naming};
 
 /// The one field manager of everything we write.
@@ -194,7 +193,8 @@ struct DriftNote {
 /// What one namespace came to, and what was written there.
 struct NamespaceOutcome {
     status: NamespaceStatus,
-    /// The namespace is going away: not targeted, not an error.
+    /// Left out of the status: the namespace is going away (not an error),
+    /// or no grant reaches it any more.
     gone: bool,
     writes: usize,
     drift: Vec<DriftNote>,
@@ -211,6 +211,22 @@ impl NamespaceOutcome {
                 message,
             },
             gone: false,
+            writes: 0,
+            drift: Vec::new(),
+            forbidden: None,
+        }
+    }
+
+    /// A namespace that is no longer a target: not reported in the status.
+    fn untargeted(namespace: &str) -> Self {
+        NamespaceOutcome {
+            status: NamespaceStatus {
+                name: namespace.to_string(),
+                tier: None,
+                state: NamespaceState::Skipped,
+                message: None,
+            },
+            gone: true,
             writes: 0,
             drift: Vec::new(),
             forbidden: None,
@@ -661,7 +677,6 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let name = ta.name_any();
     let uid = ta.uid().unwrap_or_default();
-    let object_name = naming::object_name(&name);
 
     // 1. gather
     let namespaces = ctx.namespaces.state();
@@ -670,30 +685,16 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
         let groups = ctx.api_groups.read().expect("not poisoned");
         desired::rules_by_tier(&groups, &ctx.settings)
     };
-    let previously: HashSet<String> = {
-        let memory = ctx.applied.lock().expect("not poisoned");
-        let mut set = memory.get(&uid).cloned().unwrap_or_default();
-        // after a restart, the last status remembers where we had applied
-        set.extend(
-            ta.status
-                .iter()
-                .flat_map(|s| &s.namespaces)
-                .filter(|n| n.state == NamespaceState::Applied)
-                .map(|n| n.name.clone()),
-        );
-        set
-    };
+    let previously = where_we_applied(ctx, ta, &uid);
 
     // 2. compute
     let desired = desired::compute(ta, &index, &ctx.settings, now);
 
-    // 3. apply the difference
-    let apply_targets: Vec<&Target> = desired.to_apply().collect();
-    let apply_set: HashSet<&str> = apply_targets.iter().map(|t| t.namespace.as_str()).collect();
-    // collected first: a closure kept inside the stream would make the
-    // reconcile future's lifetimes too general for the controller
-    let work: Vec<_> = apply_targets
-        .iter()
+    // 3. apply the difference: grant where it should be, revoke where not
+    // (collected first: a closure kept inside the stream would make the
+    // reconcile future's lifetimes too general for the controller)
+    let work: Vec<_> = desired
+        .to_apply()
         .map(|t| {
             apply_namespace(
                 ctx,
@@ -709,18 +710,121 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
         .buffer_unordered(NAMESPACE_CONCURRENCY)
         .collect()
         .await;
+    let (revocations, expired) = revoke(ctx, &name, &uid, &desired, &index).await;
+    outcomes.extend(revocations);
+    remember_applied(ctx, &uid, &outcomes);
+    let forbidden_stalled = forbidden_past_grace(ctx, &uid, &outcomes, now);
+    tell_people(ctx, ta, &outcomes, &expired).await;
 
-    // revoke wherever we hold objects but should not: non-Apply targets and
-    // namespaces no grant reaches any more
-    let mut revoked: Vec<String> = Vec::new();
-    let mut revoke_in: BTreeMap<String, Option<&Target>> = BTreeMap::new();
-    for t in desired.targets.iter().filter(|t| t.plan != Plan::Apply) {
-        revoke_in.insert(t.namespace.clone(), Some(t));
-    }
-    let ours = |meta: &kube::api::ObjectMeta| {
-        meta.name.as_deref() == Some(object_name.as_str()) && drift::owned_by(meta, &uid)
+    // 4. status, from what was applied
+    let writes: usize = outcomes.iter().map(|o| o.writes).sum();
+    let touched: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.writes > 0)
+        .map(|o| o.status.name.clone())
+        .collect();
+    let retry = outcomes
+        .iter()
+        .any(|o| o.status.state == NamespaceState::Error || o.forbidden.is_some());
+    let observed = Observed {
+        generation: ta.metadata.generation,
+        suspended: ta.suspended(),
+        namespaces: outcomes
+            .into_iter()
+            .filter(|o| !o.gone)
+            .map(|o| o.status)
+            .collect(),
+        next_transition: desired.next_transition,
+        forbidden: forbidden_stalled,
+        tiers: ta.spec.grants.iter().map(|g| g.tier).collect(),
     };
-    for ns in ctx
+    let new_status = status::compute(observed, ta.status.as_ref(), now);
+    let status_written = write_status(ctx, ta, &new_status).await?;
+    ctx.metrics
+        .set_managed(ctx.roles.state().len(), ctx.bindings.state().len());
+
+    let ready = new_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY);
+    info!(
+        teamaccess = %name,
+        writes,
+        status_written,
+        namespaces_touched = %list_names(&touched),
+        targeted = new_status.summary.as_ref().map(|s| s.targeted).unwrap_or(0),
+        ready = ready.map(|c| c.status.as_str()).unwrap_or(""),
+        reason = ready.map(|c| c.reason.as_str()).unwrap_or(""),
+        duration_ms = start.elapsed().as_millis() as u64,
+        "reconciled"
+    );
+
+    // requeue: at the next validity boundary, sooner after errors, else resync
+    let mut after = ctx.resync;
+    if let Some(next) = desired.next_transition {
+        after = after
+            .min(Timestamp::now().duration_until(next).unsigned_abs() + Duration::from_millis(50));
+    }
+    if retry {
+        after = after.min(RETRY);
+    }
+    Ok(Action::requeue(after))
+}
+
+/// Namespaces where this TeamAccess had its objects: this process's memory,
+/// and after a restart the last status.
+fn where_we_applied(ctx: &Context, ta: &TeamAccess, uid: &str) -> HashSet<String> {
+    let mut set = ctx
+        .applied
+        .lock()
+        .expect("not poisoned")
+        .get(uid)
+        .cloned()
+        .unwrap_or_default();
+    set.extend(
+        ta.status
+            .iter()
+            .flat_map(|s| &s.namespaces)
+            .filter(|n| n.state == NamespaceState::Applied)
+            .map(|n| n.name.clone()),
+    );
+    set
+}
+
+fn remember_applied(ctx: &Context, uid: &str, outcomes: &[NamespaceOutcome]) {
+    let applied = outcomes
+        .iter()
+        .filter(|o| o.status.state == NamespaceState::Applied && !o.gone)
+        .map(|o| o.status.name.clone())
+        .collect();
+    ctx.applied
+        .lock()
+        .expect("not poisoned")
+        .insert(uid.to_string(), applied);
+}
+
+/// Revokes wherever we hold objects but should not: every target that is not
+/// to be applied (expired, protected, ...), and namespaces no grant reaches
+/// any more. Returns an outcome per namespace, and those revoked by expiry.
+async fn revoke(
+    ctx: &Context,
+    name: &str,
+    uid: &str,
+    desired: &desired::Desired,
+    index: &BTreeMap<&str, desired::NamespaceView<'_>>,
+) -> (Vec<NamespaceOutcome>, Vec<String>) {
+    let object_name = naming::object_name(name);
+    let mut revoke_in: BTreeMap<String, Option<&Target>> = desired
+        .targets
+        .iter()
+        .filter(|t| t.plan != Plan::Apply)
+        .map(|t| (t.namespace.clone(), Some(t)))
+        .collect();
+    let to_apply: HashSet<&str> = desired.to_apply().map(|t| t.namespace.as_str()).collect();
+    let ours = |meta: &kube::api::ObjectMeta| {
+        meta.name.as_deref() == Some(object_name.as_str()) && drift::owned_by(meta, uid)
+    };
+    let held = ctx
         .roles
         .state()
         .iter()
@@ -733,76 +837,64 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
                 .filter(|b| ours(&b.metadata))
                 .filter_map(|b| b.metadata.namespace.clone()),
         )
-    {
-        if !apply_set.contains(ns.as_str()) {
+        .collect::<Vec<_>>();
+    for ns in held {
+        if !to_apply.contains(ns.as_str()) {
             revoke_in.entry(ns).or_insert(None);
         }
     }
-    for (ns, target) in &revoke_in {
-        let terminating = index.get(ns.as_str()).is_some_and(|n| n.terminating);
+    let mut outcomes = Vec::new();
+    let mut expired = Vec::new();
+    for (ns, target) in revoke_in {
         let mut out = match target {
             Some(t) => {
                 let (state, message) = plan_state(t.plan);
                 NamespaceOutcome::new(t, state, message.map(Into::into))
             }
-            None => NamespaceOutcome {
-                gone: true,
-                ..NamespaceOutcome::new(
-                    &Target {
-                        namespace: ns.clone(),
-                        tier: Tier::Reader,
-                        plan: Plan::Skipped,
-                    },
-                    NamespaceState::Skipped,
-                    None,
-                )
-            },
+            // no grant reaches it: not a target, so not in the status
+            None => NamespaceOutcome::untargeted(&ns),
         };
         // a terminating namespace takes our objects with it
-        if !terminating {
-            revoke_namespace(ctx, &uid, ns, &object_name, &mut out).await;
+        if !index.get(ns.as_str()).is_some_and(|n| n.terminating) {
+            revoke_namespace(ctx, uid, &ns, &object_name, &mut out).await;
         }
         if out.writes > 0 && target.is_some_and(|t| t.plan == Plan::Expired) {
-            revoked.push(ns.clone());
+            expired.push(ns);
         }
         outcomes.push(out);
     }
-    for t in desired.targets.iter().filter(|t| t.plan != Plan::Apply) {
-        if !outcomes.iter().any(|o| o.status.name == t.namespace) {
-            let (state, message) = plan_state(t.plan);
-            outcomes.push(NamespaceOutcome::new(t, state, message.map(Into::into)));
-        }
-    }
+    (outcomes, expired)
+}
 
-    // remember where we stand, for deletion drift
-    {
-        let mut memory = ctx.applied.lock().expect("not poisoned");
-        let applied: HashSet<String> = outcomes
-            .iter()
-            .filter(|o| o.status.state == NamespaceState::Applied && !o.gone)
-            .map(|o| o.status.name.clone())
-            .collect();
-        memory.insert(uid.clone(), applied);
-    }
-
-    // forbidden: transient until the grace period is over
+/// A Forbidden answer is retried for the grace period (RBAC takes a moment to
+/// propagate after install); past it, the server's message, to stall on.
+fn forbidden_past_grace(
+    ctx: &Context,
+    uid: &str,
+    outcomes: &[NamespaceOutcome],
+    now: Timestamp,
+) -> Option<String> {
     let forbidden = outcomes.iter().find_map(|o| o.forbidden.clone());
-    let forbidden_stalled = {
-        let mut since = ctx.forbidden_since.lock().expect("not poisoned");
-        match &forbidden {
-            None => {
-                since.remove(&uid);
-                None
-            }
-            Some(m) => {
-                let first = *since.entry(uid.clone()).or_insert(now);
-                let elapsed = now.duration_since(first).unsigned_abs();
-                (elapsed >= ctx.forbidden_grace).then(|| m.clone())
-            }
+    let mut since = ctx.forbidden_since.lock().expect("not poisoned");
+    match forbidden {
+        None => {
+            since.remove(uid);
+            None
         }
-    };
+        Some(message) => {
+            let first = *since.entry(uid.to_string()).or_insert(now);
+            (now.duration_since(first).unsigned_abs() >= ctx.forbidden_grace).then_some(message)
+        }
+    }
+}
 
-    // events, each for something that happened now
+/// Events, each for something that happened in this reconcile.
+async fn tell_people(
+    ctx: &Context,
+    ta: &TeamAccess,
+    outcomes: &[NamespaceOutcome],
+    expired: &[String],
+) {
     let written: Vec<String> = outcomes
         .iter()
         .filter(|o| o.writes > 0 && o.drift.is_empty() && o.status.state == NamespaceState::Applied)
@@ -810,8 +902,8 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
         .collect();
     if !written.is_empty() {
         let note = format!(
-            "applied Roles and RoleBindings in {} namespaces: {}",
-            written.len(),
+            "applied Roles and RoleBindings in {}: {}",
+            plural_namespaces(written.len()),
             list_names(&written)
         );
         publish(
@@ -846,7 +938,7 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    for ns in &revoked {
+    for ns in expired {
         let note = format!("validUntil passed; revoked access in namespace {ns}");
         let related = reference("v1", "Namespace", None, ns);
         publish(
@@ -861,6 +953,7 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
+    // Conflict and Denied on the transition only: a resync is not news
     let previous_state = |ns: &str| {
         ta.status
             .as_ref()
@@ -893,83 +986,49 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
             }
         }
     }
+}
 
-    // 4. status
-    let writes: usize = outcomes.iter().map(|o| o.writes).sum();
-    let touched: Vec<String> = outcomes
-        .iter()
-        .filter(|o| o.writes > 0)
-        .map(|o| o.status.name.clone())
-        .collect();
-    let errors = outcomes
-        .iter()
-        .any(|o| o.status.state == NamespaceState::Error);
-    let observed = Observed {
-        generation: ta.metadata.generation,
-        suspended: ta.suspended(),
-        namespaces: outcomes
-            .into_iter()
-            .filter(|o| !o.gone)
-            .map(|o| o.status)
-            .collect(),
-        next_transition: desired.next_transition,
-        forbidden: forbidden_stalled,
-        tiers: ta.spec.grants.iter().map(|g| g.tier).collect(),
-    };
-    let new_status = status::compute(observed, ta.status.as_ref(), now);
-    let status_written = ta.status.as_ref() != Some(&new_status);
-    if status_written {
-        let api: Api<TeamAccess> = Api::all(ctx.client.clone());
-        let body = serde_json::json!({
-            "apiVersion": "teamaccess.dev/v1alpha1",
-            "kind": "TeamAccess",
-            "status": new_status,
-        });
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        timed(
-            ctx,
-            || format!("status of TeamAccess {name}"),
-            api.patch_status(&name, &pp, &Patch::Apply(&body)),
-        )
-        .await?
-        .map_err(|source| {
-            ctx.metrics.api_error("TeamAccess/status");
-            Error::Status {
-                name: name.clone(),
-                source,
-            }
-        })?;
+fn plural_namespaces(n: usize) -> String {
+    if n == 1 {
+        "1 namespace".into()
+    } else {
+        format!("{n} namespaces")
     }
-    ctx.metrics
-        .set_managed(ctx.roles.state().len(), ctx.bindings.state().len());
+}
 
-    let ready = new_status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::READY);
-    info!(
-        teamaccess = %name,
-        writes,
-        status_written,
-        namespaces_touched = %list_names(&touched),
-        targeted = new_status.summary.as_ref().map(|s| s.targeted).unwrap_or(0),
-        ready = ready.map(|c| c.status.as_str()).unwrap_or(""),
-        reason = ready.map(|c| c.reason.as_str()).unwrap_or(""),
-        duration_ms = start.elapsed().as_millis() as u64,
-        "reconciled"
-    );
-
-    // requeue: at the next validity boundary, sooner after errors, else resync
-    let mut after = ctx.resync;
-    if let Some(next) = desired.next_transition {
-        let until =
-            Timestamp::now().duration_until(next).unsigned_abs() + Duration::from_millis(50);
-        after = after.min(until);
+/// Writes `status` unless it is what the object already has; returns whether
+/// it wrote. An unchanged outcome is an unchanged status (lastTransitionTime
+/// included), so a resync that finds nothing to do writes nothing.
+async fn write_status(
+    ctx: &Context,
+    ta: &TeamAccess,
+    status: &crate::crd::TeamAccessStatus,
+) -> Result<bool, Error> {
+    if ta.status.as_ref() == Some(status) {
+        return Ok(false);
     }
-    if errors || forbidden.is_some() {
-        after = after.min(RETRY);
-    }
-    Ok(Action::requeue(after))
+    let name = ta.name_any();
+    let api: Api<TeamAccess> = Api::all(ctx.client.clone());
+    let body = serde_json::json!({
+        "apiVersion": "teamaccess.dev/v1alpha1",
+        "kind": "TeamAccess",
+        "status": status,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    timed(
+        ctx,
+        || format!("status of TeamAccess {name}"),
+        api.patch_status(&name, &pp, &Patch::Apply(&body)),
+    )
+    .await?
+    .map_err(|source| {
+        ctx.metrics.api_error("TeamAccess/status");
+        Error::Status {
+            name: name.clone(),
+            source,
+        }
+    })?;
+    Ok(true)
 }
 
 /// Deletion: remove everything this TeamAccess made. Lists through the API,

@@ -173,8 +173,22 @@ async fn a_leader_that_loses_its_lease_stops_writing_and_exits() {
         )
         .await
         .unwrap();
-    let writes = support::writes_by(&cluster, &op.user, taken, Timestamp::now()).await;
-    let writes = writes_other_than_leases(writes);
+    // a leader learns of the loss at its next renewal attempt (within one
+    // retry period, as with any lease); from then on it must write nothing
+    let noticed: Timestamp = op
+        .log_lines()
+        .iter()
+        .find(|l| l["message"] == "lost the leader lease; exiting so that only the leader writes")
+        .and_then(|l| l["timestamp"].as_str()?.parse().ok())
+        .unwrap();
+    assert!(
+        noticed.duration_since(taken).unsigned_abs() <= Duration::from_secs(1 + 2),
+        "noticed after {:?}",
+        noticed.duration_since(taken)
+    );
+    let writes = writes_other_than_leases(
+        support::writes_by(&cluster, &op.user, noticed, Timestamp::now()).await,
+    );
     assert!(
         writes.is_empty(),
         "no writes after losing the lease: {writes:#?}"
