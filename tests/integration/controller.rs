@@ -271,14 +271,7 @@ async fn drift_is_reverted_and_reported() {
     let ns = support::namespace(&cluster.client, "drift", &[]).await;
     let name = format!("drift-{}", op.id);
     let obj = object_name(&name);
-    operator::apply(
-        &cluster,
-        &op,
-        &name,
-        json!({"groups": [{"id": G}], "grants": [{"tier": "Writer", "namespaces": [ns]}]}),
-    )
-    .await;
-    ready(&cluster, &name, "Applied").await;
+    operator::grant(&cluster, &op, &name, G, "Writer", &ns).await;
     crate::gitops::assert_argo(&cluster, &name, "Healthy").await;
     let rbs = role_bindings(&cluster, &ns);
     let rls = roles(&cluster, &ns);

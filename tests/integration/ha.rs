@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use crate::operator::{self, OPERATOR_NS, Operator, ready};
+use crate::operator::{self, OPERATOR_NS, Operator};
 use crate::support::{self, can};
 
 const G: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
@@ -45,14 +45,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     let from = Timestamp::now();
     let ns = support::namespace(&cluster.client, "ha", &[]).await;
     let name = format!("ha-{id}");
-    operator::apply(
-        &cluster,
-        &a,
-        &name,
-        json!({"groups": [{"id": G}], "grants": [{"tier": "Reader", "namespaces": [ns]}]}),
-    )
-    .await;
-    ready(&cluster, &name, "Applied").await;
+    operator::grant(&cluster, &a, &name, G, "Reader", &ns).await;
     let to = Timestamp::now();
     assert!(
         !writes_other_than_leases(support::writes_by(&cluster, &a.user, from, to).await).is_empty(),
@@ -137,14 +130,7 @@ async fn a_leader_that_loses_its_lease_stops_writing_and_exits() {
     let mut op = Operator::start(&cluster, "lose", &LEASE).await;
     let ns = support::namespace(&cluster.client, "lose", &[]).await;
     let name = format!("lose-{}", op.id);
-    operator::apply(
-        &cluster,
-        &op,
-        &name,
-        json!({"groups": [{"id": G}], "grants": [{"tier": "Reader", "namespaces": [ns]}]}),
-    )
-    .await;
-    ready(&cluster, &name, "Applied").await;
+    operator::grant(&cluster, &op, &name, G, "Reader", &ns).await;
 
     // another holder takes the lease (as a partitioned replica's successor would)
     let leases = Api::<Lease>::namespaced(cluster.client.clone(), OPERATOR_NS);
@@ -203,14 +189,7 @@ async fn health_readiness_and_metrics_are_served() {
     assert_eq!(op.get("/readyz").await.0, 200);
     let ns = support::namespace(&cluster.client, "metrics", &[]).await;
     let name = format!("metrics-{}", op.id);
-    operator::apply(
-        &cluster,
-        &op,
-        &name,
-        json!({"groups": [{"id": G}], "grants": [{"tier": "Writer", "namespaces": [ns]}]}),
-    )
-    .await;
-    ready(&cluster, &name, "Applied").await;
+    operator::grant(&cluster, &op, &name, G, "Writer", &ns).await;
     Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
         .delete(
             &teamaccess::naming::object_name(&name),

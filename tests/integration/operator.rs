@@ -341,6 +341,26 @@ pub async fn apply(cluster: &Cluster, op: &Operator, name: &str, spec: Value) ->
         .unwrap_or_else(|e| panic!("applying TeamAccess {name}: {e}"))
 }
 
+/// The commonest setup: `group` gets `tier` in namespace `ns` through
+/// TeamAccess `name`; returns once it is Ready (Applied).
+pub async fn grant(
+    cluster: &Cluster,
+    op: &Operator,
+    name: &str,
+    group: &str,
+    tier: &str,
+    ns: &str,
+) -> TeamAccess {
+    apply(
+        cluster,
+        op,
+        name,
+        json!({"groups": [{"id": group}], "grants": [{"tier": tier, "namespaces": [ns]}]}),
+    )
+    .await;
+    ready(cluster, name, "Applied").await
+}
+
 pub fn condition<'a>(
     ta: &'a TeamAccess,
     type_: &str,
