@@ -1,19 +1,14 @@
 //! teamaccess: grants Microsoft Entra ID groups Reader, Writer or Admin access
 //! to Kubernetes namespaces, the way the AKS built-in roles do.
+//!
+//! The folders are the architecture:
+//! - [`api`]: the TeamAccess type, label selectors, offline validation by the CRD's own schema;
+//! - [`access`]: pure decisions (tier tables, desired state, naming, comparison, write plan, status);
+//! - [`controller`]: the only code that talks to the API server;
+//! - [`cli`]: every flag and subcommand; [`ops`]: metrics and the HTTP endpoints.
 
+pub mod access;
+pub mod api;
 pub mod cli;
-pub mod crd;
-pub mod desired;
-pub mod discovery;
-pub mod drift;
-pub mod http;
-pub mod leader;
-pub mod metrics;
-pub mod naming;
-pub mod reconcile;
-pub mod render;
-pub mod run;
-pub mod selector;
-pub mod status;
-pub mod tiers;
-pub mod validate;
+pub mod controller;
+pub mod ops;

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use k8s_openapi::api::rbac::v1::Role;
 use serde_json::{Value, json};
-use teamaccess::tiers;
+use teamaccess::access::tiers;
 
 const BIN: &str = env!("CARGO_BIN_EXE_teamaccess");
 
@@ -395,7 +395,7 @@ fn an_invalid_second_document_fails_the_whole_file_naming_it() {
 #[test]
 fn every_invalid_case_is_refused_naming_its_field() {
     let dir = scratch("invalid");
-    for (i, case) in teamaccess::validate::cases::invalid()
+    for (i, case) in teamaccess::api::validate::cases::invalid()
         .into_iter()
         .enumerate()
     {

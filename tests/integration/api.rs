@@ -5,7 +5,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
-use teamaccess::validate::cases;
+use teamaccess::api::validate::cases;
 
 use crate::support::{self, Cluster};
 

@@ -21,7 +21,7 @@ const G: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn object_name(ta: &str) -> String {
-    teamaccess::naming::object_name(ta)
+    teamaccess::access::naming::object_name(ta)
 }
 
 fn role_bindings(cluster: &Cluster, ns: &str) -> Api<RoleBinding> {

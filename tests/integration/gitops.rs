@@ -17,8 +17,8 @@ use kube::Resource;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
-use teamaccess::crd::{NamespaceState, NamespaceStatus, TeamAccess, Tier};
-use teamaccess::status::{Observed, compute};
+use teamaccess::access::status::{Observed, compute};
+use teamaccess::api::teamaccess::{NamespaceState, NamespaceStatus, TeamAccess, Tier};
 
 use crate::support::Cluster;
 

@@ -74,7 +74,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     let from = Timestamp::now();
     Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
         .delete(
-            &teamaccess::naming::object_name(&name),
+            &teamaccess::access::naming::object_name(&name),
             &DeleteParams::default(),
         )
         .await
@@ -154,7 +154,7 @@ async fn a_leader_that_loses_its_lease_stops_writing_and_exits() {
     // a drift after it left is not corrected by it
     Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
         .delete(
-            &teamaccess::naming::object_name(&name),
+            &teamaccess::access::naming::object_name(&name),
             &DeleteParams::default(),
         )
         .await
@@ -192,7 +192,7 @@ async fn health_readiness_and_metrics_are_served() {
     operator::grant(&cluster, &op, &name, G, "Writer", &ns).await;
     Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
         .delete(
-            &teamaccess::naming::object_name(&name),
+            &teamaccess::access::naming::object_name(&name),
             &DeleteParams::default(),
         )
         .await

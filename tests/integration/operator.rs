@@ -12,7 +12,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subje
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::discovery::pinned_kind;
 use serde_json::{Value, json};
-use teamaccess::crd::TeamAccess;
+use teamaccess::api::teamaccess::TeamAccess;
 
 use crate::support::{self, Cluster};
 

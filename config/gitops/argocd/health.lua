@@ -1,7 +1,7 @@
 -- Argo CD health check for teamaccess.dev/TeamAccess.
 --
 -- Argo CD runs this with the live object in the global `obj` and shows the
--- `hs` it returns. The operator writes kstatus conditions (src/status.rs):
+-- `hs` it returns. The operator writes kstatus conditions (src/access/status.rs):
 -- Ready is always present; Reconciling and Stalled only when True.
 -- A TeamAccess never waits on something that happens later by itself: named
 -- namespaces that do not exist yet (AppliedWithPending) and grants outside

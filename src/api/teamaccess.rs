@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use crate::tiers::Tier;
+pub use crate::access::tiers::Tier;
 
 /// API group of every object this operator defines or labels.
 pub const GROUP: &str = "teamaccess.dev";
@@ -349,7 +349,7 @@ mod tests {
     /// crds/ is what people apply; it must be what the code defines.
     #[test]
     fn committed_crd_matches_the_type() {
-        let committed = include_str!("../crds/teamaccess.dev_teamaccesses.yaml");
+        let committed = include_str!("../../crds/teamaccess.dev_teamaccesses.yaml");
         assert!(
             committed == crd_yaml(),
             "crds/teamaccess.dev_teamaccesses.yaml is stale: run `make crds` and commit it"

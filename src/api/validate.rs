@@ -28,7 +28,7 @@ impl std::fmt::Display for FieldError {
 fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let crd = crate::crd::definition();
+        let crd = crate::api::teamaccess::definition();
         let s = crd.spec.versions[0]
             .schema
             .as_ref()
@@ -47,7 +47,7 @@ pub fn teamaccess(object: &Value) -> Vec<FieldError> {
             path: "metadata.name".into(),
             message: "Required value: name is required".into(),
         }),
-        Some(n) if !crate::naming::is_dns_subdomain(n) => errors.push(FieldError {
+        Some(n) if !crate::access::naming::is_dns_subdomain(n) => errors.push(FieldError {
             path: "metadata.name".into(),
             message: format!(
                 "Invalid value: {n:?}: must be a lowercase RFC 1123 subdomain of at most 253 characters"

@@ -17,7 +17,7 @@ use proptest::sample::select;
 use serde_json::Value;
 
 use super::*;
-use crate::crd::{
+use crate::api::teamaccess::{
     EntraGroup, NamespaceSelector, SelectorOperator, SelectorRequirement, TeamAccessSpec,
 };
 
@@ -355,7 +355,7 @@ fn world() -> impl Strategy<Value = World> {
         .prop_map(|(protected, exclude, served)| {
             let mut settings = Settings::with_defaults(OPERATOR_NAMESPACE);
             settings.protected_selector =
-                protected.map(|(s, _)| crate::selector::parse(s).expect("a valid selector"));
+                protected.map(|(s, _)| crate::api::selector::parse(s).expect("a valid selector"));
             settings
                 .admin_exclude_api_groups
                 .extend(exclude.into_iter().map(String::from));
@@ -477,11 +477,11 @@ fn check(ta: TeamAccess, namespaces: Vec<Namespace>, world: World) -> Result<(),
 
     // the generator makes only what the API server accepts
     let json = serde_json::to_value(&ta).unwrap();
-    let errors = crate::validate::teamaccess(&json);
+    let errors = crate::api::validate::teamaccess(&json);
     prop_assert!(errors.is_empty(), "generated an invalid object: {errors:?}");
     // and render reads it back, strictly, as it was
     let text = serde_json::to_string(&ta).unwrap();
-    let parsed = crate::render::parse_teamaccesses(&text, "generated");
+    let parsed = crate::cli::render::parse_teamaccesses(&text, "generated");
     prop_assert!(parsed.is_ok(), "render refuses it: {}", parsed.unwrap_err());
     let parsed = parsed.unwrap();
     prop_assert_eq!(parsed.len(), 1);
@@ -652,7 +652,7 @@ fn check(ta: TeamAccess, namespaces: Vec<Namespace>, world: World) -> Result<(),
     }
 
     // render prints exactly a Role and a RoleBinding per Apply target, as YAML
-    let out = crate::render::render(
+    let out = crate::cli::render::render(
         std::slice::from_ref(&ta),
         &namespaces,
         &world.served,

@@ -11,7 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 pub async fn serve(
     listener: tokio::net::TcpListener,

@@ -25,12 +25,13 @@ use kube::{Client, Config};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use crate::access::naming;
+use crate::api::teamaccess::TeamAccess;
 use crate::cli::SettingsArgs;
-use crate::crd::TeamAccess;
-use crate::leader::LeaderElector;
-use crate::metrics::Metrics;
-use crate::reconcile::{self, Context};
-use crate::{discovery, naming};
+use crate::controller::discovery;
+use crate::controller::leader::LeaderElector;
+use crate::controller::reconcile::{self, Context};
+use crate::ops::metrics::Metrics;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
@@ -122,7 +123,7 @@ pub enum RunError {
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
     #[error("{0}")]
-    Settings(#[from] crate::selector::SelectorParseError),
+    Settings(#[from] crate::api::selector::SelectorParseError),
     #[error("serving {address}: {source}")]
     Http {
         address: SocketAddr,
@@ -245,7 +246,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let client = client(&args).await?;
     let settings = args.settings.settings()?;
     if let Some(s) = &args.selector {
-        crate::selector::parse(s)?;
+        crate::api::selector::parse(s)?;
     }
     let identity = args
         .identity
@@ -260,7 +261,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             source,
         })?;
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, /healthz, /readyz");
-    tokio::spawn(crate::http::serve(listener, metrics.clone(), ready.clone()));
+    tokio::spawn(crate::ops::http::serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+    ));
 
     // caches: every namespace, and only the Roles and RoleBindings we label
     let managed = watcher::Config::default().labels(naming::MANAGED_SELECTOR);

@@ -1331,7 +1331,7 @@ mod tests {
 
     #[test]
     fn docs_show_the_tables_as_they_are() {
-        let docs = include_str!("../docs/tiers.md");
+        let docs = include_str!("../../docs/tiers.md");
         for (name, entries) in [("Reader", READER), ("Writer", WRITER), ("Admin", ADMIN)] {
             let table = markdown_table(entries);
             assert!(

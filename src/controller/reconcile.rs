@@ -28,11 +28,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::crd::{NamespaceState, NamespaceStatus, TeamAccess};
-use crate::desired::{self, Plan, Settings, Target};
-use crate::metrics::Metrics;
-use crate::status::{self, Observed};
-use crate::{drift, naming};
+use crate::access::desired::{self, Plan, Settings, Target};
+use crate::access::status::{self, Observed};
+use crate::access::{compare as drift, naming};
+use crate::api::teamaccess::{NamespaceState, NamespaceStatus, TeamAccess};
+use crate::ops::metrics::Metrics;
 
 /// The one field manager of everything we write.
 pub const FIELD_MANAGER: &str = "teamaccess";
@@ -1002,7 +1002,7 @@ fn plural_namespaces(n: usize) -> String {
 async fn write_status(
     ctx: &Context,
     ta: &TeamAccess,
-    status: &crate::crd::TeamAccessStatus,
+    status: &crate::api::teamaccess::TeamAccessStatus,
 ) -> Result<bool, Error> {
     if ta.status.as_ref() == Some(status) {
         return Ok(false);

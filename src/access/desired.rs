@@ -14,9 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 
-use crate::crd::{Grant, TeamAccess};
-use crate::naming;
-use crate::tiers::{self, Tier};
+use crate::access::naming;
+use crate::access::tiers::{self, Tier};
+use crate::api::teamaccess::{Grant, TeamAccess};
 
 /// Namespaces that are never written, by default. Their controllers run with
 /// cluster-wide identities; a namespace admin there is a cluster admin.

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::desired::{DEFAULT_PROTECTED_NAMESPACES, Settings};
-use crate::render;
-use crate::tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS;
+use crate::access::desired::{DEFAULT_PROTECTED_NAMESPACES, Settings};
+pub mod render;
+use crate::access::tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,7 +28,7 @@ pub enum Command {
     /// Print, offline, the Roles and RoleBindings that TeamAccess objects would produce.
     Render(RenderArgs),
     /// Run the controller.
-    Run(Box<crate::run::RunArgs>),
+    Run(Box<crate::controller::run::RunArgs>),
 }
 
 /// What decides which namespaces are written and what Admin covers; shared by
@@ -56,11 +56,11 @@ pub struct SettingsArgs {
 }
 
 impl SettingsArgs {
-    pub fn settings(&self) -> Result<Settings, crate::selector::SelectorParseError> {
+    pub fn settings(&self) -> Result<Settings, crate::api::selector::SelectorParseError> {
         let protected_selector = self
             .protected_namespace_selector
             .as_deref()
-            .map(crate::selector::parse)
+            .map(crate::api::selector::parse)
             .transpose()?;
         Ok(Settings {
             protected_namespaces: self
@@ -164,7 +164,7 @@ fn run_render(args: RenderArgs) -> Result<String, Box<dyn std::error::Error>> {
 pub fn main(cli: Cli) -> i32 {
     match cli.command {
         Command::Crd => {
-            print!("{}", crate::crd::crd_yaml());
+            print!("{}", crate::api::teamaccess::crd_yaml());
             0
         }
         Command::Render(args) => match run_render(args) {
@@ -177,6 +177,6 @@ pub fn main(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Run(args) => crate::run::main(*args),
+        Command::Run(args) => crate::controller::run::main(*args),
     }
 }

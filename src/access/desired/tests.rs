@@ -197,7 +197,7 @@ fn validity_windows_at_their_boundaries() {
 #[test]
 fn protected_by_selector_flag() {
     let mut settings = Settings::with_defaults("teamaccess-system");
-    settings.protected_selector = Some(crate::selector::parse("protected=true").unwrap());
+    settings.protected_selector = Some(crate::api::selector::parse("protected=true").unwrap());
     let got = plan(
         json!([{"tier": "Writer", "namespaces": ["shared"]},
                {"tier": "Reader", "namespaceSelector": {"matchLabels": {"env": "dev"}}}]),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use kube::core::{Expression, Selector, SelectorExt};
 
-use crate::crd::{NamespaceSelector, SelectorOperator};
+use crate::api::teamaccess::{NamespaceSelector, SelectorOperator};
 
 impl NamespaceSelector {
     /// The matcher for this selector. An empty selector is refused by the CRD,

@@ -8,9 +8,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::crd::TeamAccess;
-use crate::desired::{self, Plan, Settings};
-use crate::validate::{self, FieldError};
+use crate::access::desired::{self, Plan, Settings};
+use crate::api::teamaccess::TeamAccess;
+use crate::api::validate::{self, FieldError};
 
 /// API groups with namespaced resources that a plain Kubernetes 1.36 API
 /// server serves; render's stand-in for discovery (override with --api-groups).

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{NamespaceState, NamespaceStatus, Summary, TeamAccessStatus};
+use crate::api::teamaccess::{NamespaceState, NamespaceStatus, Summary, TeamAccessStatus};
 
 /// At most this many per-namespace entries; the summary stays exact.
 pub const MAX_NAMESPACE_ENTRIES: usize = 100;
@@ -39,7 +39,7 @@ pub struct Observed {
     /// grace period: the server's message.
     pub forbidden: Option<String>,
     /// Tiers the spec grants.
-    pub tiers: Vec<crate::tiers::Tier>,
+    pub tiers: Vec<crate::access::tiers::Tier>,
 }
 
 /// "1 namespace", "3 namespaces".
@@ -231,7 +231,7 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tiers::Tier;
+    use crate::access::tiers::Tier;
 
     fn entry(name: &str, state: NamespaceState) -> NamespaceStatus {
         NamespaceStatus {

@@ -1,0 +1,7 @@
+//! The API: the TeamAccess custom resource, its label selectors, and the
+//! offline validation that checks an object by the CRD's own schema and CEL
+//! rules (so `render` refuses what the API server would).
+
+pub mod selector;
+pub mod teamaccess;
+pub mod validate;
