@@ -10,6 +10,91 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A part of a managed object that can differ from what we want.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    /// Cannot be changed in place: the binding is replaced.
+    RoleRef,
+    Rules,
+    Subjects,
+    Labels,
+    Annotations,
+}
+
+impl Field {
+    /// As the API names the field, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::RoleRef => "roleRef",
+            Field::Rules => "rules",
+            Field::Subjects => "subjects",
+            Field::Labels => "labels",
+            Field::Annotations => "annotations",
+        }
+    }
+
+    /// Capitalised, for event actions (`RevertRulesLabels`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Field::RoleRef => "RoleRef",
+            Field::Rules => "Rules",
+            Field::Subjects => "Subjects",
+            Field::Labels => "Labels",
+            Field::Annotations => "Annotations",
+        }
+    }
+}
+
+/// The kinds of object the operator manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Role,
+    RoleBinding,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Role => "Role",
+            Kind::RoleBinding => "RoleBinding",
+        }
+    }
+}
+
+/// One kind of managed object, so Role and RoleBinding share one code path
+/// through the plan and the writes.
+pub trait Managed:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: Kind;
+    /// The parts of `have` that differ from `want`; empty when it matches.
+    fn differences(want: &Self, have: &Self) -> Vec<Field>;
+}
+
+impl Managed for Role {
+    const KIND: Kind = Kind::Role;
+    fn differences(want: &Self, have: &Self) -> Vec<Field> {
+        role_differences(want, have)
+    }
+}
+
+impl Managed for RoleBinding {
+    const KIND: Kind = Kind::RoleBinding;
+    fn differences(want: &Self, have: &Self) -> Vec<Field> {
+        binding_differences(want, have)
+    }
+}
 
 /// Whether `uid` is the controller owner of `meta`. Ownership is this and
 /// nothing else: labels are hints anyone can copy.
@@ -18,6 +103,20 @@ pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
         .iter()
         .flatten()
         .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// The name of the TeamAccess that controls a managed object, by its
+/// controller reference (for triggers: the name is the queue key).
+pub fn controller_owner(meta: &ObjectMeta) -> Option<String> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| {
+            o.controller == Some(true)
+                && o.kind == "TeamAccess"
+                && o.api_version.starts_with("teamaccess.dev/")
+        })
+        .map(|o| o.name.clone())
 }
 
 fn ours_present(
@@ -29,12 +128,12 @@ fn ours_present(
         .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
 }
 
-fn meta_differences(want: &ObjectMeta, have: &ObjectMeta, out: &mut Vec<&'static str>) {
+fn meta_differences(want: &ObjectMeta, have: &ObjectMeta, out: &mut Vec<Field>) {
     if !ours_present(&want.labels, &have.labels) {
-        out.push("labels");
+        out.push(Field::Labels);
     }
     if !ours_present(&want.annotations, &have.annotations) {
-        out.push("annotations");
+        out.push(Field::Annotations);
     }
 }
 
@@ -53,7 +152,7 @@ fn normalize_rule(r: &PolicyRule) -> NormalRule {
 }
 
 /// The parts of `have` that differ from `want`; empty when it matches.
-pub fn role_differences(want: &Role, have: &Role) -> Vec<&'static str> {
+pub fn role_differences(want: &Role, have: &Role) -> Vec<Field> {
     let mut out = Vec::new();
     let rules = |r: &Role| {
         r.rules
@@ -63,7 +162,7 @@ pub fn role_differences(want: &Role, have: &Role) -> Vec<&'static str> {
             .collect::<Vec<_>>()
     };
     if rules(want) != rules(have) {
-        out.push("rules");
+        out.push(Field::Rules);
     }
     meta_differences(&want.metadata, &have.metadata, &mut out);
     out
@@ -85,10 +184,10 @@ fn normalize_subject(s: &Subject) -> (String, String, String, String) {
 
 /// The parts of `have` that differ from `want`; empty when it matches.
 /// `roleRef` first: it cannot be changed in place, so it forces a re-create.
-pub fn binding_differences(want: &RoleBinding, have: &RoleBinding) -> Vec<&'static str> {
+pub fn binding_differences(want: &RoleBinding, have: &RoleBinding) -> Vec<Field> {
     let mut out = Vec::new();
     if want.role_ref != have.role_ref {
-        out.push("roleRef");
+        out.push(Field::RoleRef);
     }
     let subjects = |b: &RoleBinding| {
         b.subjects
@@ -98,7 +197,7 @@ pub fn binding_differences(want: &RoleBinding, have: &RoleBinding) -> Vec<&'stat
             .collect::<Vec<_>>()
     };
     if subjects(want) != subjects(have) {
-        out.push("subjects");
+        out.push(Field::Subjects);
     }
     meta_differences(&want.metadata, &have.metadata, &mut out);
     out
@@ -188,7 +287,7 @@ mod tests {
             .insert("teamaccess.dev/tier".into(), "Admin".into());
         assert_eq!(
             binding_differences(&want, &have),
-            ["roleRef", "subjects", "labels"]
+            [Field::RoleRef, Field::Subjects, Field::Labels]
         );
 
         let rule = |verb: &str| PolicyRule {
@@ -201,7 +300,10 @@ mod tests {
             rules: Some(vec![rule(verb)]),
             ..Default::default()
         };
-        assert_eq!(role_differences(&role("get"), &role("delete")), ["rules"]);
+        assert_eq!(
+            role_differences(&role("get"), &role("delete")),
+            [Field::Rules]
+        );
         assert!(role_differences(&role("get"), &role("get")).is_empty());
     }
 

@@ -1,10 +1,18 @@
 //! Pure access logic, shared by the controller and the offline commands: no
-//! Kubernetes client here. Tier tables, the desired-state decision, object
-//! naming, the semantic comparison of existing and wanted objects, the write
-//! plan, and status computation.
+//! Kubernetes client here.
+//! - [`tiers`]: the tier tables, as data, traced to the AKS roles;
+//! - [`desired`]: the decision of what should exist, per namespace;
+//! - [`plan`]: the writes that turn what exists into that, with preconditions;
+//! - [`compare`]: semantic comparison of existing and wanted objects, ownership;
+//! - [`outcome`], [`status`]: what a namespace came to, and the status from it;
+//! - [`naming`], [`reasons`], [`text`]: names, the reason vocabulary, wording.
 
 pub mod compare;
 pub mod desired;
 pub mod naming;
+pub mod outcome;
+pub mod plan;
+pub mod reasons;
 pub mod status;
+pub mod text;
 pub mod tiers;

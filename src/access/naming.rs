@@ -13,6 +13,10 @@
 use sha2::{Digest, Sha256};
 
 /// Prefix of every Role and RoleBinding name.
+/// The one field manager of everything we write.
+pub const FIELD_MANAGER: &str = "teamaccess";
+/// Holds a TeamAccess until what it made is gone, garbage collector or not.
+pub const FINALIZER: &str = "teamaccess.dev/cleanup";
 pub const OBJECT_PREFIX: &str = "teamaccess-";
 /// Maximum length of an object name (DNS subdomain).
 pub const MAX_OBJECT_NAME: usize = 253;

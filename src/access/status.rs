@@ -21,11 +21,11 @@ use crate::api::teamaccess::{NamespaceState, NamespaceStatus, Summary, TeamAcces
 /// At most this many per-namespace entries; the summary stays exact.
 pub const MAX_NAMESPACE_ENTRIES: usize = 100;
 
-pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
-pub const NAMESPACES_PENDING: &str = "NamespacesPending";
-pub const SUSPENDED: &str = "Suspended";
+pub use crate::access::reasons::condition::{
+    NAMESPACES_PENDING, READY, RECONCILING, STALLED, SUSPENDED,
+};
+use crate::access::reasons::reason;
+use crate::access::text::{first_and_more, plural};
 
 /// What one reconcile found and did.
 #[derive(Debug, Default)]
@@ -42,28 +42,15 @@ pub struct Observed {
     pub tiers: Vec<crate::access::tiers::Tier>,
 }
 
-/// "1 namespace", "3 namespaces".
-fn plural(n: u32, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
 fn examples(entries: &[&NamespaceStatus]) -> String {
-    let mut parts: Vec<String> = entries
+    let described: Vec<String> = entries
         .iter()
-        .take(3)
         .map(|e| match &e.message {
             Some(m) => format!("{}: {m}", e.name),
             None => e.name.clone(),
         })
         .collect();
-    if entries.len() > 3 {
-        parts.push(format!("and {} more", entries.len() - 3));
-    }
-    parts.join("; ")
+    first_and_more(&described, 3, "; ")
 }
 
 fn condition(
@@ -109,7 +96,7 @@ pub fn compute(
 
     let stalled = if !conflicts.is_empty() {
         Some((
-            "Conflict",
+            reason::CONFLICT,
             format!(
                 "objects this TeamAccess does not own hold its names; they are left untouched. Rename or remove them: {}",
                 examples(&conflicts)
@@ -117,7 +104,7 @@ pub fn compute(
         ))
     } else if !denied.is_empty() {
         Some((
-            "Denied",
+            reason::DENIED,
             format!(
                 "protected namespaces are never written; remove them from the grants: {}",
                 examples(&denied)
@@ -126,12 +113,13 @@ pub fn compute(
     } else {
         observed.forbidden.as_ref().map(|m| {
             (
-                "Forbidden",
+                reason::FORBIDDEN,
                 format!("the API server refuses the operator (check its ClusterRole): {m}"),
             )
         })
     };
-    let reconciling = (!errors.is_empty()).then(|| ("RetryingAfterError", examples(&errors)));
+    let reconciling =
+        (!errors.is_empty()).then(|| (reason::RETRYING_AFTER_ERROR, examples(&errors)));
 
     let mut conditions = Vec::new();
     let ready = match (&stalled, &reconciling) {
@@ -140,30 +128,30 @@ pub fn compute(
         (None, None) if observed.suspended => condition(
             READY,
             true,
-            "Suspended",
+            reason::SUSPENDED,
             format!(
                 "suspended: Roles and RoleBindings are not created or updated; {} of {} applied",
                 summary.applied,
-                plural(summary.targeted, "namespace")
+                plural(summary.targeted as usize, "namespace")
             ),
             g,
         ),
         (None, None) if summary.pending > 0 => condition(
             READY,
             true,
-            "AppliedWithPending",
+            reason::APPLIED_WITH_PENDING,
             format!(
                 "{} applied; {} named but not created yet, applied when created",
-                plural(summary.applied, "namespace"),
-                plural(summary.pending, "namespace")
+                plural(summary.applied as usize, "namespace"),
+                plural(summary.pending as usize, "namespace")
             ),
             g,
         ),
         (None, None) => condition(
             READY,
             true,
-            "Applied",
-            format!("{} applied", plural(summary.applied, "namespace")),
+            reason::APPLIED,
+            format!("{} applied", plural(summary.applied as usize, "namespace")),
             g,
         ),
     };
@@ -178,7 +166,7 @@ pub fn compute(
         conditions.push(condition(
             NAMESPACES_PENDING,
             true,
-            "NamespaceNotFound",
+            reason::NAMESPACE_NOT_FOUND,
             format!(
                 "named namespaces that do not exist yet: {}",
                 examples(&pending)
@@ -190,7 +178,7 @@ pub fn compute(
         conditions.push(condition(
             SUSPENDED,
             true,
-            "Suspended",
+            reason::SUSPENDED,
             "spec.suspend is true".into(),
             g,
         ));

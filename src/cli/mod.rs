@@ -1,12 +1,19 @@
-//! The `teamaccess` command line: `crd`, `render`, `run`.
+//! The `teamaccess` command line: every flag and subcommand (`crd`,
+//! `render`, `run`). `run` turns its flags into [`Options`] for the
+//! controller; nothing here talks to the API server.
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing::error;
 
 use crate::access::desired::{DEFAULT_PROTECTED_NAMESPACES, Settings};
+use crate::controller::Timing;
+use crate::controller::run::{LeaseOptions, Options};
 pub mod render;
 use crate::access::tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS;
 
@@ -28,7 +35,7 @@ pub enum Command {
     /// Print, offline, the Roles and RoleBindings that TeamAccess objects would produce.
     Render(RenderArgs),
     /// Run the controller.
-    Run(Box<crate::controller::run::RunArgs>),
+    Run(Box<RunArgs>),
 }
 
 /// What decides which namespaces are written and what Admin covers; shared by
@@ -177,6 +184,167 @@ pub fn main(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Run(args) => crate::controller::run::main(*args),
+        Command::Run(args) => run(*args),
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Kubeconfig to use; in a Pod, leave it unset for the in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context (default: the current one).
+    #[arg(long, env = "TEAMACCESS_CONTEXT")]
+    pub context: Option<String>,
+
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+
+    /// Only TeamAccess objects with these labels (kubectl -l syntax), so
+    /// several instances can split the work.
+    #[arg(long, env = "TEAMACCESS_SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Every TeamAccess is reconciled at least this often, backing up the watches.
+    #[arg(long, env = "TEAMACCESS_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
+    pub resync_period: Duration,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TEAMACCESS_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub http_address: SocketAddr,
+
+    /// Elect a leader on a Lease so replicas are safe; only the leader writes.
+    #[arg(long, env = "TEAMACCESS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the Lease, in the operator's namespace.
+    #[arg(
+        long,
+        env = "TEAMACCESS_LEADER_ELECTION_ID",
+        default_value = "teamaccess"
+    )]
+    pub leader_election_id: String,
+
+    /// How long a lease lasts without renewal before another replica may take it.
+    #[arg(long, env = "TEAMACCESS_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How often to try to take or renew the lease.
+    #[arg(long, env = "TEAMACCESS_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub lease_retry_period: Duration,
+
+    /// This replica's name in the lease and in events (in a Pod: its name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Each write to the API server is abandoned (and retried later) after this.
+    #[arg(long, env = "TEAMACCESS_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// A Forbidden answer that lasts this long is reported as Stalled.
+    #[arg(long, env = "TEAMACCESS_FORBIDDEN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub forbidden_grace: Duration,
+
+    #[arg(long, env = "TEAMACCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// The controller's options; refuses selectors that do not parse.
+    pub fn options(&self) -> Result<Options, crate::api::selector::SelectorParseError> {
+        if let Some(s) = &self.selector {
+            crate::api::selector::parse(s)?;
+        }
+        Ok(Options {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            settings: self.settings.settings()?,
+            operator_namespace: self.settings.operator_namespace.clone(),
+            selector: self.selector.clone(),
+            http_address: self.http_address,
+            lease: self.leader_election.then(|| LeaseOptions {
+                name: self.leader_election_id.clone(),
+                duration: self.lease_duration,
+                retry_period: self.lease_retry_period,
+            }),
+            identity: (self.identity.clone())
+                .unwrap_or_else(|| format!("teamaccess-{}", std::process::id())),
+            timing: Timing {
+                resync: self.resync_period,
+                write_timeout: self.write_timeout,
+                forbidden_grace: self.forbidden_grace,
+            },
+        })
+    }
+}
+
+/// `90s`, `10m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// `teamaccess run`: logging, a runtime, the controller.
+fn run(args: RunArgs) -> i32 {
+    init_logging(args.log_format);
+    let options = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            error!(error = %e, "teamaccess stopped");
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return 1;
+        }
+    };
+    match runtime.block_on(crate::controller::run::run(options)) {
+        Ok(()) => 0,
+        Err(e) => {
+            error!(error = %e, "teamaccess stopped");
+            1
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
     }
 }

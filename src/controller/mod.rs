@@ -1,7 +1,110 @@
-//! Everything that talks to the API server: the reconcile, writes, revocation,
-//! events, triggers, discovery, leader election, and the `run` wiring.
+//! Everything that talks to the API server. The reconcile driver
+//! ([`reconcile`]) reads as its steps; the pure decisions it calls live in
+//! [`crate::access`]. Here: performing the write plan ([`grant`], [`revoke`],
+//! [`writes`]), events, triggers, discovery, leader election, per-process
+//! memory, and the `run` wiring.
 
 pub mod discovery;
+pub mod error;
+pub mod events;
+pub mod grant;
 pub mod leader;
+pub mod memory;
 pub mod reconcile;
+pub mod revoke;
 pub mod run;
+pub mod triggers;
+pub mod writes;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+
+use crate::access::compare::Managed;
+use crate::access::desired::Settings;
+use crate::ops::metrics::Metrics;
+
+/// The caches a reconcile decides from: every namespace, and the Roles and
+/// RoleBindings we label.
+#[derive(Clone)]
+pub struct Caches {
+    pub namespaces: Store<Namespace>,
+    pub roles: Store<Role>,
+    pub bindings: Store<RoleBinding>,
+}
+
+/// The cache that holds objects of kind `K`.
+pub trait Cached: Managed {
+    fn store(caches: &Caches) -> &Store<Self>;
+}
+
+impl Cached for Role {
+    fn store(caches: &Caches) -> &Store<Self> {
+        &caches.roles
+    }
+}
+
+impl Cached for RoleBinding {
+    fn store(caches: &Caches) -> &Store<Self> {
+        &caches.bindings
+    }
+}
+
+/// How often and how long: periods and deadlines of the reconcile.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Every TeamAccess is reconciled at least this often.
+    pub resync: Duration,
+    /// Each write is abandoned (and retried later) after this.
+    pub write_timeout: Duration,
+    /// How long a Forbidden answer may last before it is Stalled: RBAC takes
+    /// a moment to reach the authorizer after install.
+    pub forbidden_grace: Duration,
+}
+
+/// Everything a reconcile needs; one per process.
+pub struct Context {
+    pub client: Client,
+    pub writes: writes::Writes,
+    /// For events that repeat (drift): folds repeats into a series.
+    pub recorder: Recorder,
+    pub reporter: Reporter,
+    pub settings: Settings,
+    pub caches: Caches,
+    /// API groups with namespaced resources, from discovery (Admin part (c)).
+    pub api_groups: RwLock<BTreeSet<String>>,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    pub memory: memory::Memory,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        settings: Settings,
+        caches: Caches,
+        api_groups: BTreeSet<String>,
+        metrics: Arc<Metrics>,
+        timing: Timing,
+    ) -> Self {
+        Context {
+            writes: writes::Writes::new(client.clone(), timing.write_timeout),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
+            client,
+            settings,
+            caches,
+            api_groups: RwLock::new(api_groups),
+            metrics,
+            timing,
+            memory: memory::Memory::default(),
+        }
+    }
+}

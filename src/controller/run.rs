@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -25,155 +24,52 @@ use kube::{Client, Config};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use crate::access::desired::Settings;
 use crate::access::naming;
 use crate::api::teamaccess::TeamAccess;
-use crate::cli::SettingsArgs;
 use crate::controller::discovery;
 use crate::controller::leader::LeaderElector;
-use crate::controller::reconcile::{self, Context};
+use crate::controller::{Caches, Context, Timing, reconcile, triggers};
 use crate::ops::metrics::Metrics;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Kubeconfig to use; in a Pod, leave it unset for the in-cluster config.
-    #[arg(long, env = "KUBECONFIG")]
+/// What `run` needs, from the command line ([`crate::cli::RunArgs`]).
+#[derive(Clone, Debug)]
+pub struct Options {
     pub kubeconfig: Option<PathBuf>,
-
-    /// Kubeconfig context (default: the current one).
-    #[arg(long, env = "TEAMACCESS_CONTEXT")]
     pub context: Option<String>,
-
-    #[command(flatten)]
-    pub settings: SettingsArgs,
-
-    /// Only TeamAccess objects with these labels (kubectl -l syntax), so
-    /// several instances can split the work.
-    #[arg(long, env = "TEAMACCESS_SELECTOR")]
+    pub settings: Settings,
+    /// Where the Lease lives.
+    pub operator_namespace: String,
+    /// Only TeamAccess objects with these labels.
     pub selector: Option<String>,
-
-    /// Every TeamAccess is reconciled at least this often, backing up the watches.
-    #[arg(long, env = "TEAMACCESS_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
-    pub resync_period: Duration,
-
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "TEAMACCESS_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     pub http_address: SocketAddr,
-
-    /// Elect a leader on a Lease so replicas are safe; only the leader writes.
-    #[arg(long, env = "TEAMACCESS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_election: bool,
-
-    /// Name of the Lease, in the operator's namespace.
-    #[arg(
-        long,
-        env = "TEAMACCESS_LEADER_ELECTION_ID",
-        default_value = "teamaccess"
-    )]
-    pub leader_election_id: String,
-
-    /// How long a lease lasts without renewal before another replica may take it.
-    #[arg(long, env = "TEAMACCESS_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
-    pub lease_duration: Duration,
-
-    /// How often to try to take or renew the lease.
-    #[arg(long, env = "TEAMACCESS_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
-    pub lease_retry_period: Duration,
-
-    /// This replica's name in the lease and in events (in a Pod: its name).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-
-    /// Each write to the API server is abandoned (and retried later) after this.
-    #[arg(long, env = "TEAMACCESS_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub write_timeout: Duration,
-
-    /// A Forbidden answer that lasts this long is reported as Stalled.
-    #[arg(long, env = "TEAMACCESS_FORBIDDEN_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub forbidden_grace: Duration,
-
-    #[arg(long, env = "TEAMACCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// None: no leader election (one replica).
+    pub lease: Option<LeaseOptions>,
+    /// This replica's name in the lease and in events.
+    pub identity: String,
+    pub timing: Timing,
 }
 
-/// `90s`, `10m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "ms" => return Ok(Duration::from_millis(n)),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Ok(Duration::from_secs(secs))
+#[derive(Clone, Debug)]
+pub struct LeaseOptions {
+    pub name: String,
+    pub duration: Duration,
+    pub retry_period: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
-    #[error("{0}")]
-    Settings(#[from] crate::api::selector::SelectorParseError),
     #[error("serving {address}: {source}")]
     Http {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("starting the runtime: {0}")]
-    Runtime(#[source] std::io::Error),
 }
 
-pub fn main(args: RunArgs) -> i32 {
-    init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %RunError::Runtime(e), "cannot start");
-            return 1;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => 0,
-        Err(e) => {
-            error!(error = %e, "teamaccess stopped");
-            1
-        }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn client(args: &RunArgs) -> Result<Client, RunError> {
+async fn client(args: &Options) -> Result<Client, RunError> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..Default::default()
@@ -242,16 +138,9 @@ async fn shutdown_signal() {
     info!("shutting down: finishing reconciles in flight");
 }
 
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+pub async fn run(args: Options) -> Result<(), RunError> {
     let client = client(&args).await?;
-    let settings = args.settings.settings()?;
-    if let Some(s) = &args.selector {
-        crate::api::selector::parse(s)?;
-    }
-    let identity = args
-        .identity
-        .clone()
-        .unwrap_or_else(|| format!("teamaccess-{}", std::process::id()));
+    let identity = args.identity.clone();
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.http_address)
@@ -275,6 +164,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
     let (roles, role_events) = cache(Api::<Role>::all(client.clone()), managed.clone());
     let (bindings, binding_events) = cache(Api::<RoleBinding>::all(client.clone()), managed);
+    let caches = Caches {
+        namespaces: namespaces.clone(),
+        roles: roles.clone(),
+        bindings: bindings.clone(),
+    };
     let (teamaccesses, ta_events) = cache(
         Api::<TeamAccess>::all(client.clone()),
         teamaccess_watch(&args.selector),
@@ -286,10 +180,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<TeamAccess>>();
     {
         let (leading, trigger) = (leading.clone(), trigger.clone());
-        let (tas, roles, bindings) = (teamaccesses.clone(), roles.clone(), bindings.clone());
+        let (tas, caches) = (teamaccesses.clone(), caches.clone());
         tokio::spawn(ns_events.for_each(move |ns| {
             if leading.load(Ordering::Relaxed) {
-                for r in reconcile::teamaccesses_for_namespace(&ns, &tas, &roles, &bindings) {
+                for r in triggers::for_namespace(&ns, &tas, &caches) {
                     let _ = trigger.send(r);
                 }
             }
@@ -302,9 +196,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     ) -> impl FnMut(K) -> std::future::Ready<()> {
         move |obj: K| {
             if leading.load(Ordering::Relaxed)
-                && let Some(owner) = reconcile::controller_owner(obj.meta())
+                && let Some(owner) = triggers::for_managed(obj.meta())
             {
-                let _ = trigger.send(ObjectRef::new(&owner));
+                let _ = trigger.send(owner);
             }
             std::future::ready(())
         }
@@ -355,15 +249,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         reporter,
-        settings,
-        namespaces,
-        roles,
-        bindings,
+        args.settings.clone(),
+        caches,
         groups,
         metrics.clone(),
-        args.resync_period,
-        args.write_timeout,
-        args.forbidden_grace,
+        args.timing,
     ));
     let (refresh, refreshes) = mpsc::unbounded_channel::<()>();
     {
@@ -393,21 +283,21 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     // leadership
     let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let holder = if args.leader_election {
+    let holder = if let Some(lease) = &args.lease {
         let mut elector = LeaderElector::new(
             client.clone(),
-            &args.settings.operator_namespace,
-            &args.leader_election_id,
+            &args.operator_namespace,
+            &lease.name,
             &identity,
-            args.lease_duration,
-            args.lease_retry_period,
+            lease.duration,
+            lease.retry_period,
         );
-        info!(lease = %args.leader_election_id, identity = %identity, "waiting for the leader lease");
+        info!(lease = %lease.name, identity = %identity, "waiting for the leader lease");
         tokio::select! {
             _ = elector.acquire() => {},
             _ = shutdown.clone() => return Ok(()),
         }
-        let renew_deadline = args.lease_duration * 2 / 3;
+        let renew_deadline = lease.duration * 2 / 3;
         let metrics = metrics.clone();
         Some(tokio::spawn(async move {
             tokio::select! {

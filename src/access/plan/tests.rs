@@ -1,0 +1,309 @@
+//! The write plan without a cluster: each rule of the module comment.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+
+use super::*;
+use crate::access::desired::{self, Settings};
+
+const UID: &str = "uid-1";
+const NOW: &str = "2026-06-01T00:00:00Z";
+
+fn access(suspend: bool, grants: serde_json::Value) -> TeamAccess {
+    serde_json::from_value(json!({
+        "apiVersion": "teamaccess.dev/v1alpha1", "kind": "TeamAccess",
+        "metadata": {"name": "pay", "uid": UID},
+        "spec": {
+            "groups": [{"id": "0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a"}],
+            "grants": grants,
+            "suspend": suspend,
+        },
+    }))
+    .unwrap()
+}
+
+fn namespace(name: &str, terminating: bool) -> Namespace {
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.into());
+    if terminating {
+        ns.metadata.deletion_timestamp = Some(Time(NOW.parse().unwrap()));
+    }
+    ns
+}
+
+fn rules() -> BTreeMap<Tier, Vec<PolicyRule>> {
+    let groups: BTreeSet<String> = [String::new()].into();
+    desired::rules_by_tier(&groups, &Settings::default())
+}
+
+fn owned<K: Managed>(mut obj: K, uid: &str, object_uid: &str) -> K {
+    obj.meta_mut().uid = Some(object_uid.into());
+    obj.meta_mut().owner_references = Some(vec![OwnerReference {
+        api_version: "teamaccess.dev/v1alpha1".into(),
+        kind: "TeamAccess".into(),
+        name: "pay".into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
+    obj
+}
+
+fn foreign<K: Managed>(mut obj: K) -> K {
+    obj.meta_mut().uid = Some("someone-else".into());
+    obj.meta_mut().owner_references = None;
+    obj
+}
+
+/// Our Role and RoleBinding for `tier` in `ns`, as they would exist once applied.
+fn ours(ta: &TeamAccess, ns: &str, tier: Tier) -> (Role, RoleBinding) {
+    let r = rules();
+    (
+        owned(
+            desired::role(ta, ns, tier, &r[&tier]),
+            UID,
+            &format!("r-{ns}"),
+        ),
+        owned(desired::role_binding(ta, ns, tier), UID, &format!("b-{ns}")),
+    )
+}
+
+fn plan_for(
+    ta: &TeamAccess,
+    namespaces: &[Namespace],
+    roles: &[Role],
+    bindings: &[RoleBinding],
+    applied_before: &[&str],
+) -> WritePlan {
+    let index = desired::index_namespaces(namespaces);
+    let desired = desired::compute(
+        ta,
+        &index,
+        &Settings::default(),
+        NOW.parse::<Timestamp>().unwrap(),
+    );
+    let existing = Existing::at_name("teamaccess-pay", roles, bindings);
+    let applied: HashSet<String> = applied_before.iter().map(|s| s.to_string()).collect();
+    plan(&Inputs {
+        access: ta,
+        desired: &desired,
+        rules: &rules(),
+        existing: &existing,
+        namespaces: &index,
+        applied_before: &applied,
+    })
+}
+
+fn writer_in(ns: &[&str]) -> serde_json::Value {
+    json!([{"tier": "Writer", "namespaces": ns}])
+}
+
+#[test]
+fn missing_objects_are_created_create_only_and_a_delete_after_apply_is_drift() {
+    let ta = access(false, writer_in(&["a", "b"]));
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false), namespace("b", false)],
+        &[],
+        &[],
+        &["b"],
+    );
+    assert_eq!(p.grants.len(), 2);
+    assert!(p.revocations.is_empty());
+    let (a, b) = (&p.grants[0], &p.grants[1]);
+    assert!(matches!(a.role, Decision::Create { drift: None, .. }));
+    assert!(matches!(
+        a.binding,
+        Some(Decision::Create { drift: None, .. })
+    ));
+    let Decision::Create { drift: Some(d), .. } = &b.role else {
+        panic!(
+            "a Role deleted after we applied it is recreated as drift: {:?}",
+            b.role
+        )
+    };
+    assert_eq!(d.action, DriftAction::Recreate);
+    assert_eq!(d.action.event_action(), "Recreate");
+}
+
+#[test]
+fn matching_objects_cost_no_write() {
+    let ta = access(false, writer_in(&["a"]));
+    let (role, binding) = ours(&ta, "a", Tier::Writer);
+    let p = plan_for(&ta, &[namespace("a", false)], &[role], &[binding], &["a"]);
+    assert_eq!(p.grants[0].role, Decision::Keep);
+    assert_eq!(p.grants[0].binding, Some(Decision::Keep));
+    assert!(!p.grants[0].role.writes());
+}
+
+#[test]
+fn a_foreign_role_is_a_conflict_and_no_binding_is_planned_beside_it() {
+    let ta = access(false, writer_in(&["a"]));
+    let (role, binding) = ours(&ta, "a", Tier::Writer);
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false)],
+        &[foreign(role)],
+        &[binding],
+        &[],
+    );
+    assert!(
+        matches!(&p.grants[0].role, Decision::Conflict(m) if m.contains("Role a/teamaccess-pay"))
+    );
+    assert_eq!(p.grants[0].binding, None);
+}
+
+#[test]
+fn a_foreign_binding_is_a_conflict_and_never_written() {
+    let ta = access(false, writer_in(&["a"]));
+    let (role, binding) = ours(&ta, "a", Tier::Writer);
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false)],
+        &[role],
+        &[foreign(binding)],
+        &[],
+    );
+    assert_eq!(p.grants[0].role, Decision::Keep);
+    assert!(matches!(&p.grants[0].binding, Some(Decision::Conflict(_))));
+}
+
+#[test]
+fn a_changed_role_ref_is_replaced_with_the_uid_of_what_we_saw() {
+    let ta = access(false, writer_in(&["a"]));
+    let (role, mut binding) = ours(&ta, "a", Tier::Writer);
+    binding.role_ref = RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "ClusterRole".into(),
+        name: "cluster-admin".into(),
+    };
+    let p = plan_for(&ta, &[namespace("a", false)], &[role], &[binding], &["a"]);
+    let Some(Decision::Replace {
+        uid,
+        drift: Some(d),
+        ..
+    }) = &p.grants[0].binding
+    else {
+        panic!("roleRef cannot change in place: {:?}", p.grants[0].binding)
+    };
+    assert_eq!(uid, "b-a");
+    assert_eq!(d.action, DriftAction::ReplaceRoleRef);
+}
+
+#[test]
+fn a_tier_change_applies_the_role_in_place() {
+    let ta = access(false, json!([{"tier": "Admin", "namespaces": ["a"]}]));
+    let (role, binding) = ours(&ta, "a", Tier::Reader);
+    let p = plan_for(&ta, &[namespace("a", false)], &[role], &[binding], &["a"]);
+    // our own change (no other field manager wrote): not drift
+    assert!(matches!(
+        p.grants[0].role,
+        Decision::Apply { drift: None, .. }
+    ));
+    // the binding's roleRef is the same name: only its tier label changes
+    assert!(matches!(p.grants[0].binding, Some(Decision::Apply { .. })));
+}
+
+#[test]
+fn suspended_nothing_is_created_or_updated_and_the_status_says_why() {
+    let ta = access(true, writer_in(&["a", "b"]));
+    let (role, binding) = ours(&ta, "a", Tier::Reader);
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false), namespace("b", false)],
+        &[role],
+        &[binding],
+        &["a"],
+    );
+    assert_eq!(p.grants[0].role, Decision::Keep);
+    assert_eq!(p.grants[0].suspended, Some(SuspendedNote::NotUpdated));
+    assert_eq!(p.grants[1].role, Decision::HoldBack);
+    assert_eq!(p.grants[1].suspended, Some(SuspendedNote::NotCreated));
+    assert!(p.grants.iter().all(|g| !g.role.writes()));
+}
+
+#[test]
+fn revocation_deletes_the_binding_first_with_uid_preconditions() {
+    // "a" is no longer granted; "gone" is terminating and takes ours with it
+    let ta = access(false, writer_in(&["b"]));
+    let (ra, ba) = ours(&ta, "a", Tier::Writer);
+    let (rg, bg) = ours(&ta, "gone", Tier::Writer);
+    let nss = [
+        namespace("a", false),
+        namespace("b", false),
+        namespace("gone", true),
+    ];
+    let p = plan_for(&ta, &nss, &[ra, rg], &[ba, bg], &["a"]);
+    let kinds: Vec<_> = p.revocations.iter().map(|r| r.namespace.as_str()).collect();
+    assert_eq!(kinds, ["a", "gone"]);
+    let a = &p.revocations[0];
+    assert_eq!(a.target, None, "no grant reaches it: it leaves the status");
+    let deletes: Vec<_> = a.deletes.iter().map(|d| (d.kind, d.uid.as_str())).collect();
+    assert_eq!(deletes, [(Kind::RoleBinding, "b-a"), (Kind::Role, "r-a")]);
+    assert!(p.revocations[1].deletes.is_empty());
+}
+
+#[test]
+fn revocation_never_deletes_what_we_do_not_own() {
+    let ta = access(false, writer_in(&["b"]));
+    let (ra, ba) = ours(&ta, "a", Tier::Writer);
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false)],
+        &[ra, foreign(ours(&ta, "c", Tier::Writer).0)],
+        &[foreign(ba)],
+        &[],
+    );
+    let a = p.revocations.iter().find(|r| r.namespace == "a").unwrap();
+    assert_eq!(
+        a.deletes.iter().map(|d| d.kind).collect::<Vec<_>>(),
+        [Kind::Role]
+    );
+    assert!(p.revocations.iter().all(|r| r.namespace != "c"));
+}
+
+#[test]
+fn a_grant_past_valid_until_is_revoked_and_reported_expired() {
+    let ta = access(
+        false,
+        json!([{"tier": "Admin", "namespaces": ["a"], "validUntil": "2026-05-01T00:00:00Z"}]),
+    );
+    let (role, binding) = ours(&ta, "a", Tier::Admin);
+    let p = plan_for(&ta, &[namespace("a", false)], &[role], &[binding], &["a"]);
+    assert!(p.grants.is_empty());
+    let r = &p.revocations[0];
+    assert_eq!(r.target.as_ref().map(|t| t.plan), Some(Plan::Expired));
+    assert_eq!(r.deletes.len(), 2);
+}
+
+#[test]
+fn every_plan_maps_to_the_state_the_status_reports() {
+    let states: Vec<_> = [
+        Plan::Apply,
+        Plan::Pending,
+        Plan::Denied,
+        Plan::Skipped,
+        Plan::Expired,
+        Plan::NotYetValid,
+    ]
+    .into_iter()
+    .map(|p| plan_state(p).0)
+    .collect();
+    use NamespaceState::*;
+    assert_eq!(
+        states,
+        [Applied, Pending, Denied, Skipped, Expired, NotYetValid]
+    );
+    assert_eq!(plan_state(Plan::Pending).1, Some("namespace not found"));
+}
+
+#[test]
+fn revert_actions_name_every_changed_field() {
+    let a = DriftAction::Revert(vec![Field::Rules, Field::Labels]);
+    assert_eq!(a.event_action(), "RevertRulesLabels");
+}

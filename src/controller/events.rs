@@ -1,0 +1,264 @@
+//! Kubernetes Events on a TeamAccess, each for something that happened in
+//! this reconcile: Applied, DriftCorrected, Revoked, Conflict, Denied. Which
+//! events to emit is decided purely from the outcomes ([`notices`]); this
+//! module then publishes them.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::runtime::events::{Event, EventType, Recorder};
+use tracing::warn;
+
+use crate::access::outcome::NamespaceOutcome;
+use crate::access::reasons::{EventAction, EventReason};
+use crate::access::text::{first_and_more, plural};
+use crate::api::teamaccess::{NamespaceState, TeamAccess};
+use crate::controller::Context;
+
+/// How an event relates to earlier ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Series {
+    /// Something new each time: its own event, never folded into an earlier one.
+    New,
+    /// A repeat of the same thing (same reason, action and related object)
+    /// counts up one event's series instead of adding events.
+    Repeat,
+}
+
+/// One event to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: EventReason,
+    /// An [`EventAction`], or a drift action (`RevertRules`, `Recreate`...).
+    pub action: String,
+    pub note: String,
+    pub related: Option<ObjectReference>,
+    pub series: Series,
+}
+
+fn reference(
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        namespace: namespace.map(Into::into),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+fn namespace_ref(name: &str) -> Option<ObjectReference> {
+    Some(reference("v1", "Namespace", None, name))
+}
+
+/// The events this reconcile's outcomes call for. Conflict and Denied only on
+/// the transition (against the status the TeamAccess had): a resync is not news.
+pub fn notices(ta: &TeamAccess, outcomes: &[NamespaceOutcome]) -> Vec<Notice> {
+    let mut out = Vec::new();
+    let written: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.writes > 0 && o.drift.is_empty() && o.status.state == NamespaceState::Applied)
+        .map(|o| o.status.name.clone())
+        .collect();
+    if !written.is_empty() {
+        out.push(Notice {
+            warning: false,
+            reason: EventReason::Applied,
+            action: EventAction::Apply.as_str().into(),
+            note: format!(
+                "applied Roles and RoleBindings in {}: {}",
+                plural(written.len(), "namespace"),
+                first_and_more(&written, 5, ", ")
+            ),
+            related: None,
+            series: Series::New,
+        });
+    }
+    for d in outcomes.iter().flat_map(|o| &o.drift) {
+        out.push(Notice {
+            warning: true,
+            reason: EventReason::DriftCorrected,
+            action: d.action.event_action(),
+            note: d.note.clone(),
+            related: Some(reference(
+                "rbac.authorization.k8s.io/v1",
+                d.kind.as_str(),
+                Some(&d.namespace),
+                &d.name,
+            )),
+            series: Series::Repeat,
+        });
+    }
+    for o in outcomes
+        .iter()
+        .filter(|o| o.writes > 0 && o.status.state == NamespaceState::Expired)
+    {
+        let ns = &o.status.name;
+        out.push(Notice {
+            warning: false,
+            reason: EventReason::Revoked,
+            action: EventAction::Revoke.as_str().into(),
+            note: format!("validUntil passed; revoked access in namespace {ns}"),
+            related: namespace_ref(ns),
+            series: Series::New,
+        });
+    }
+    let previous_state = |ns: &str| {
+        (ta.status.as_ref())
+            .and_then(|s| s.namespaces.iter().find(|n| n.name == ns))
+            .map(|n| n.state)
+    };
+    for (state, reason) in [
+        (NamespaceState::Conflict, EventReason::Conflict),
+        (NamespaceState::Denied, EventReason::Denied),
+    ] {
+        for o in outcomes.iter().filter(|o| o.status.state == state) {
+            if previous_state(&o.status.name) != Some(state) {
+                out.push(Notice {
+                    warning: true,
+                    reason,
+                    action: EventAction::Skip.as_str().into(),
+                    note: format!(
+                        "namespace {}: {}",
+                        o.status.name,
+                        o.status.message.clone().unwrap_or_default()
+                    ),
+                    related: namespace_ref(&o.status.name),
+                    series: Series::New,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Publishes `notice` on `ta`. Events are for people: failing to record one
+/// never fails the reconcile.
+pub async fn publish(ctx: &Context, ta: &TeamAccess, notice: Notice) {
+    let event = Event {
+        type_: if notice.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: notice.reason.as_str().into(),
+        note: Some(notice.note),
+        action: notice.action,
+        secondary: notice.related,
+    };
+    // kube's Recorder folds events with the same key into a series and keeps
+    // the first note; a fresh one for each new thing keeps every note
+    let fresh;
+    let recorder = match notice.series {
+        Series::Repeat => &ctx.recorder,
+        Series::New => {
+            fresh = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+            &fresh
+        }
+    };
+    let published = ctx
+        .writes
+        .timed(
+            || "publishing an event".into(),
+            recorder.publish(&event, &ta.object_ref(&())),
+        )
+        .await;
+    match published {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(teamaccess = %ta.name_any(), error = %e, "could not publish event"),
+        Err(e) => warn!(teamaccess = %ta.name_any(), error = %e, "could not publish event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::compare::Kind;
+    use crate::access::desired::{Plan, Target};
+    use crate::access::plan::{Drift, DriftAction};
+    use crate::access::tiers::Tier;
+    use crate::api::teamaccess::{NamespaceStatus, TeamAccessStatus};
+
+    fn outcome(ns: &str, plan: Plan, writes: usize) -> NamespaceOutcome {
+        let t = Target {
+            namespace: ns.into(),
+            tier: Tier::Reader,
+            plan,
+        };
+        let mut o = if plan == Plan::Apply {
+            NamespaceOutcome::applied(&t)
+        } else {
+            NamespaceOutcome::not_applied(&t)
+        };
+        o.writes = writes;
+        o
+    }
+
+    fn teamaccess(previous: &[(&str, NamespaceState)]) -> TeamAccess {
+        let mut ta: TeamAccess = serde_json::from_value(serde_json::json!({
+            "apiVersion": "teamaccess.dev/v1alpha1", "kind": "TeamAccess",
+            "metadata": {"name": "x"},
+            "spec": {"groups": [{"id": "0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a"}], "grants": []},
+        }))
+        .unwrap();
+        ta.status = Some(TeamAccessStatus {
+            namespaces: previous
+                .iter()
+                .map(|(n, s)| NamespaceStatus {
+                    name: n.to_string(),
+                    tier: None,
+                    state: *s,
+                    message: None,
+                })
+                .collect(),
+            ..Default::default()
+        });
+        ta
+    }
+
+    #[test]
+    fn each_thing_that_happened_is_one_event() {
+        let mut drifted = outcome("b", Plan::Apply, 1);
+        drifted.drift.push(Drift {
+            kind: Kind::RoleBinding,
+            namespace: "b".into(),
+            name: "teamaccess-x".into(),
+            action: DriftAction::Recreate,
+            note: "deleted".into(),
+        });
+        let mut conflict = outcome("c", Plan::Apply, 0);
+        conflict.status.state = NamespaceState::Conflict;
+        let outcomes = [
+            outcome("a", Plan::Apply, 2),
+            drifted,
+            conflict,
+            outcome("d", Plan::Expired, 2),
+            outcome("e", Plan::Expired, 0),
+            outcome("f", Plan::Apply, 0),
+        ];
+        let n = notices(&teamaccess(&[]), &outcomes);
+        let reasons: Vec<_> = n.iter().map(|n| (n.reason, n.action.as_str())).collect();
+        assert_eq!(
+            reasons,
+            [
+                (EventReason::Applied, "Apply"),
+                (EventReason::DriftCorrected, "Recreate"),
+                (EventReason::Revoked, "Revoke"),
+                (EventReason::Conflict, "Skip"),
+            ]
+        );
+        assert_eq!(
+            n[0].note,
+            "applied Roles and RoleBindings in 1 namespace: a"
+        );
+        assert_eq!(n[1].series, Series::Repeat);
+        // a Conflict already in the status is not news
+        let again = notices(&teamaccess(&[("c", NamespaceState::Conflict)]), &outcomes);
+        assert!(again.iter().all(|n| n.reason != EventReason::Conflict));
+    }
+}

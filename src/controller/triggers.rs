@@ -1,0 +1,158 @@
+//! Which TeamAccess objects a watch event concerns. kube's Controller queues
+//! TeamAccess names; these map namespace, Role and RoleBinding events to them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::access::compare::controller_owner;
+use crate::api::teamaccess::TeamAccess;
+use crate::controller::Caches;
+
+/// A namespace event concerns the TeamAccess objects that select it now,
+/// name it, or own a managed object in it (so a removed label revokes at
+/// once). Never all of them.
+pub fn for_namespace(
+    ns: &Namespace,
+    teamaccesses: &Store<TeamAccess>,
+    caches: &Caches,
+) -> Vec<ObjectRef<TeamAccess>> {
+    let (tas, roles, bindings) = (
+        teamaccesses.state(),
+        caches.roles.state(),
+        caches.bindings.state(),
+    );
+    let managed = (roles.iter().map(|r| &r.metadata)).chain(bindings.iter().map(|b| &b.metadata));
+    teamaccesses_for_namespace(ns, tas.iter().map(|t| t.as_ref()), managed)
+}
+
+/// A Role or RoleBinding event concerns its controller owner.
+pub fn for_managed(meta: &ObjectMeta) -> Option<ObjectRef<TeamAccess>> {
+    controller_owner(meta).map(|owner| ObjectRef::new(&owner))
+}
+
+/// See [`for_namespace`]; pure, over any TeamAccess objects and managed
+/// objects' metadata.
+pub fn teamaccesses_for_namespace<'a>(
+    ns: &Namespace,
+    teamaccesses: impl IntoIterator<Item = &'a TeamAccess>,
+    managed: impl IntoIterator<Item = &'a ObjectMeta>,
+) -> Vec<ObjectRef<TeamAccess>> {
+    let Some(name) = ns.metadata.name.as_deref() else {
+        return Vec::new();
+    };
+    let empty = BTreeMap::new();
+    let labels = ns.metadata.labels.as_ref().unwrap_or(&empty);
+    let mut refs: BTreeSet<String> = teamaccesses
+        .into_iter()
+        .filter(|ta| {
+            ta.spec.grants.iter().any(|g| {
+                g.namespaces.iter().flatten().any(|n| n == name)
+                    || (g.namespace_selector.as_ref()).is_some_and(|s| s.matches(labels))
+            })
+        })
+        .map(|ta| ta.name_any())
+        .collect();
+    refs.extend(
+        managed
+            .into_iter()
+            .filter(|meta| meta.namespace.as_deref() == Some(name))
+            .filter_map(controller_owner),
+    );
+    refs.into_iter().map(|n| ObjectRef::new(&n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::json;
+
+    fn ta(name: &str, grants: serde_json::Value) -> TeamAccess {
+        serde_json::from_value(json!({
+            "apiVersion": "teamaccess.dev/v1alpha1",
+            "kind": "TeamAccess",
+            "metadata": {"name": name},
+            "spec": {"groups": [{"id": "0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a"}], "grants": grants},
+        }))
+        .unwrap()
+    }
+
+    fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.into());
+        ns.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        ns
+    }
+
+    fn owned(ns: &str, owner: &str, controller: bool) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some(ns.into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "teamaccess.dev/v1alpha1".into(),
+                kind: "TeamAccess".into(),
+                name: owner.into(),
+                uid: "u".into(),
+                controller: Some(controller),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn names(refs: Vec<ObjectRef<TeamAccess>>) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn a_namespace_event_reaches_who_names_selects_or_owns_something_there() {
+        let tas = [
+            ta("names", json!([{"tier": "Reader", "namespaces": ["dev"]}])),
+            ta(
+                "selects",
+                json!([{"tier": "Reader", "namespaceSelector": {"matchLabels": {"team": "a"}}}]),
+            ),
+            ta(
+                "elsewhere",
+                json!([{"tier": "Reader", "namespaces": ["prod"]}]),
+            ),
+            ta(
+                "unlabelled",
+                json!([{"tier": "Reader", "namespaceSelector": {"matchLabels": {"team": "b"}}}]),
+            ),
+        ];
+        // the label that selected it was removed: its old owner still hears of it
+        let managed = [
+            owned("dev", "unlabelled", true),
+            owned("dev", "not-controller", false),
+            owned("prod", "elsewhere", true),
+        ];
+        let dev = namespace("dev", &[("team", "a")]);
+        assert_eq!(
+            names(teamaccesses_for_namespace(&dev, &tas, &managed)),
+            ["names", "selects", "unlabelled"]
+        );
+        let other = namespace("other", &[]);
+        assert!(teamaccesses_for_namespace(&other, &tas, &managed).is_empty());
+    }
+
+    #[test]
+    fn a_managed_object_event_reaches_its_controller_owner_only() {
+        assert_eq!(
+            for_managed(&owned("dev", "x", true)).map(|r| r.name),
+            Some("x".into())
+        );
+        assert_eq!(for_managed(&owned("dev", "x", false)), None);
+        let mut foreign = owned("dev", "x", true);
+        foreign.owner_references.as_mut().unwrap()[0].api_version = "example.com/v1".into();
+        assert_eq!(for_managed(&foreign), None);
+    }
+}
