@@ -86,6 +86,21 @@ pub struct TableEntry {
     pub aks_source: &'static str,
 }
 
+/// A row of a tier table, so each reads as one line of docs/tiers.md.
+const fn row(
+    api_group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+    aks_source: &'static str,
+) -> TableEntry {
+    TableEntry {
+        api_group,
+        resources,
+        verbs,
+        aks_source,
+    }
+}
+
 macro_rules! aks {
     ($action:literal) => {
         concat!("Microsoft.ContainerService/managedClusters/", $action)
@@ -95,16 +110,8 @@ macro_rules! aks {
 const GET: &[&str] = &["get"];
 const READ: &[&str] = &["get", "list", "watch"];
 /// Azure `read` + `write` + `delete`: everything a plain resource serves.
-const FULL: &[&str] = &[
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-];
+#[rustfmt::skip]
+const FULL: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"];
 const WRITE: &[&str] = &["create", "update", "patch"];
 const DELETE: &[&str] = &["delete", "deletecollection"];
 /// What Admin's core part adds to a plain resource on top of its core-wide read.
@@ -122,517 +129,109 @@ const IMPERSONATE: &[&str] = &["impersonate"];
 
 /// Reader: read most objects of the namespace; never secrets, RBAC objects,
 /// exec/attach/port-forward or proxy.
+#[rustfmt::skip]
 const READER: &[TableEntry] = &[
-    TableEntry {
-        api_group: "apps",
-        resources: &["controllerrevisions"],
-        verbs: READ,
-        aks_source: aks!("apps/controllerrevisions/read"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["daemonsets"],
-        verbs: READ,
-        aks_source: aks!("apps/daemonsets/read"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["daemonsets/status"],
-        verbs: GET,
-        aks_source: aks!("apps/daemonsets/read"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["deployments"],
-        verbs: READ,
-        aks_source: aks!("apps/deployments/read"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["deployments/scale", "deployments/status"],
-        verbs: GET,
-        aks_source: aks!("apps/deployments/read"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["replicasets"],
-        verbs: READ,
-        aks_source: aks!("apps/replicasets/read"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["replicasets/scale", "replicasets/status"],
-        verbs: GET,
-        aks_source: aks!("apps/replicasets/read"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["statefulsets"],
-        verbs: READ,
-        aks_source: aks!("apps/statefulsets/read"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["statefulsets/scale", "statefulsets/status"],
-        verbs: GET,
-        aks_source: aks!("apps/statefulsets/read"),
-    },
-    TableEntry {
-        api_group: "autoscaling",
-        resources: &["horizontalpodautoscalers"],
-        verbs: READ,
-        aks_source: aks!("autoscaling/horizontalpodautoscalers/read"),
-    },
-    TableEntry {
-        api_group: "autoscaling",
-        resources: &["horizontalpodautoscalers/status"],
-        verbs: GET,
-        aks_source: aks!("autoscaling/horizontalpodautoscalers/read"),
-    },
-    TableEntry {
-        api_group: "batch",
-        resources: &["cronjobs"],
-        verbs: READ,
-        aks_source: aks!("batch/cronjobs/read"),
-    },
-    TableEntry {
-        api_group: "batch",
-        resources: &["cronjobs/status"],
-        verbs: GET,
-        aks_source: aks!("batch/cronjobs/read"),
-    },
-    TableEntry {
-        api_group: "batch",
-        resources: &["jobs"],
-        verbs: READ,
-        aks_source: aks!("batch/jobs/read"),
-    },
-    TableEntry {
-        api_group: "batch",
-        resources: &["jobs/status"],
-        verbs: GET,
-        aks_source: aks!("batch/jobs/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["configmaps"],
-        verbs: READ,
-        aks_source: aks!("configmaps/read"),
-    },
-    TableEntry {
-        api_group: "discovery.k8s.io",
-        resources: &["endpointslices"],
-        verbs: READ,
-        aks_source: aks!("discovery.k8s.io/endpointslices/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["endpoints"],
-        verbs: READ,
-        aks_source: aks!("endpoints/read"),
-    },
-    TableEntry {
-        api_group: "events.k8s.io",
-        resources: &["events"],
-        verbs: READ,
-        aks_source: aks!("events.k8s.io/events/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["events"],
-        verbs: READ,
-        aks_source: aks!("events/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["limitranges"],
-        verbs: READ,
-        aks_source: aks!("limitranges/read"),
-    },
-    TableEntry {
-        api_group: "metrics.k8s.io",
-        resources: &["pods"],
-        verbs: READ,
-        aks_source: aks!("metrics.k8s.io/pods/read"),
-    },
+    row("apps", &["controllerrevisions"], READ, aks!("apps/controllerrevisions/read")),
+    row("apps", &["daemonsets"], READ, aks!("apps/daemonsets/read")),
+    row("apps", &["daemonsets/status"], GET, aks!("apps/daemonsets/read")),
+    row("apps", &["deployments"], READ, aks!("apps/deployments/read")),
+    row("apps", &["deployments/scale", "deployments/status"], GET, aks!("apps/deployments/read")),
+    row("apps", &["replicasets"], READ, aks!("apps/replicasets/read")),
+    row("apps", &["replicasets/scale", "replicasets/status"], GET, aks!("apps/replicasets/read")),
+    row("apps", &["statefulsets"], READ, aks!("apps/statefulsets/read")),
+    row("apps", &["statefulsets/scale", "statefulsets/status"], GET, aks!("apps/statefulsets/read")),
+    row("autoscaling", &["horizontalpodautoscalers"], READ, aks!("autoscaling/horizontalpodautoscalers/read")),
+    row("autoscaling", &["horizontalpodautoscalers/status"], GET, aks!("autoscaling/horizontalpodautoscalers/read")),
+    row("batch", &["cronjobs"], READ, aks!("batch/cronjobs/read")),
+    row("batch", &["cronjobs/status"], GET, aks!("batch/cronjobs/read")),
+    row("batch", &["jobs"], READ, aks!("batch/jobs/read")),
+    row("batch", &["jobs/status"], GET, aks!("batch/jobs/read")),
+    row("", &["configmaps"], READ, aks!("configmaps/read")),
+    row("discovery.k8s.io", &["endpointslices"], READ, aks!("discovery.k8s.io/endpointslices/read")),
+    row("", &["endpoints"], READ, aks!("endpoints/read")),
+    row("events.k8s.io", &["events"], READ, aks!("events.k8s.io/events/read")),
+    row("", &["events"], READ, aks!("events/read")),
+    row("", &["limitranges"], READ, aks!("limitranges/read")),
+    row("metrics.k8s.io", &["pods"], READ, aks!("metrics.k8s.io/pods/read")),
     // In a namespaced Role this reaches only the Role's own namespace: the API
     // server authorizes `get namespaces/X` in namespace X, and a list of
     // namespaces is a cluster-scope request no Role can answer.
-    TableEntry {
-        api_group: "",
-        resources: &["namespaces"],
-        verbs: GET,
-        aks_source: aks!("namespaces/read"),
-    },
-    TableEntry {
-        api_group: "networking.k8s.io",
-        resources: &["ingresses"],
-        verbs: READ,
-        aks_source: aks!("networking.k8s.io/ingresses/read"),
-    },
-    TableEntry {
-        api_group: "networking.k8s.io",
-        resources: &["ingresses/status"],
-        verbs: GET,
-        aks_source: aks!("networking.k8s.io/ingresses/read"),
-    },
-    TableEntry {
-        api_group: "networking.k8s.io",
-        resources: &["networkpolicies"],
-        verbs: READ,
-        aks_source: aks!("networking.k8s.io/networkpolicies/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["persistentvolumeclaims"],
-        verbs: READ,
-        aks_source: aks!("persistentvolumeclaims/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["persistentvolumeclaims/status"],
-        verbs: GET,
-        aks_source: aks!("persistentvolumeclaims/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["pods"],
-        verbs: READ,
-        aks_source: aks!("pods/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["pods/log", "pods/status"],
-        verbs: GET,
-        aks_source: aks!("pods/read"),
-    },
-    TableEntry {
-        api_group: "policy",
-        resources: &["poddisruptionbudgets"],
-        verbs: READ,
-        aks_source: aks!("policy/poddisruptionbudgets/read"),
-    },
-    TableEntry {
-        api_group: "policy",
-        resources: &["poddisruptionbudgets/status"],
-        verbs: GET,
-        aks_source: aks!("policy/poddisruptionbudgets/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["replicationcontrollers"],
-        verbs: READ,
-        aks_source: aks!("replicationcontrollers/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &[
-            "replicationcontrollers/scale",
-            "replicationcontrollers/status",
-        ],
-        verbs: GET,
-        aks_source: aks!("replicationcontrollers/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["resourcequotas"],
-        verbs: READ,
-        aks_source: aks!("resourcequotas/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["resourcequotas/status"],
-        verbs: GET,
-        aks_source: aks!("resourcequotas/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["serviceaccounts"],
-        verbs: READ,
-        aks_source: aks!("serviceaccounts/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["services"],
-        verbs: READ,
-        aks_source: aks!("services/read"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["services/status"],
-        verbs: GET,
-        aks_source: aks!("services/read"),
-    },
+    row("", &["namespaces"], GET, aks!("namespaces/read")),
+    row("networking.k8s.io", &["ingresses"], READ, aks!("networking.k8s.io/ingresses/read")),
+    row("networking.k8s.io", &["ingresses/status"], GET, aks!("networking.k8s.io/ingresses/read")),
+    row("networking.k8s.io", &["networkpolicies"], READ, aks!("networking.k8s.io/networkpolicies/read")),
+    row("", &["persistentvolumeclaims"], READ, aks!("persistentvolumeclaims/read")),
+    row("", &["persistentvolumeclaims/status"], GET, aks!("persistentvolumeclaims/read")),
+    row("", &["pods"], READ, aks!("pods/read")),
+    row("", &["pods/log", "pods/status"], GET, aks!("pods/read")),
+    row("policy", &["poddisruptionbudgets"], READ, aks!("policy/poddisruptionbudgets/read")),
+    row("policy", &["poddisruptionbudgets/status"], GET, aks!("policy/poddisruptionbudgets/read")),
+    row("", &["replicationcontrollers"], READ, aks!("replicationcontrollers/read")),
+    row("", &["replicationcontrollers/scale", "replicationcontrollers/status"], GET, aks!("replicationcontrollers/read")),
+    row("", &["resourcequotas"], READ, aks!("resourcequotas/read")),
+    row("", &["resourcequotas/status"], GET, aks!("resourcequotas/read")),
+    row("", &["serviceaccounts"], READ, aks!("serviceaccounts/read")),
+    row("", &["services"], READ, aks!("services/read")),
+    row("", &["services/status"], GET, aks!("services/read")),
 ];
 
 /// What Writer adds to Reader. Status subresources stay read-only and the
 /// proxy subresources stay out (docs/tiers.md says why).
+#[rustfmt::skip]
 const WRITER: &[TableEntry] = &[
-    TableEntry {
-        api_group: "apps",
-        resources: &["daemonsets"],
-        verbs: FULL,
-        aks_source: aks!("apps/daemonsets/*"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["deployments"],
-        verbs: FULL,
-        aks_source: aks!("apps/deployments/*"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["deployments/scale"],
-        verbs: UPDATE,
-        aks_source: aks!("apps/deployments/*"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["replicasets"],
-        verbs: FULL,
-        aks_source: aks!("apps/replicasets/*"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["replicasets/scale"],
-        verbs: UPDATE,
-        aks_source: aks!("apps/replicasets/*"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["statefulsets"],
-        verbs: FULL,
-        aks_source: aks!("apps/statefulsets/*"),
-    },
-    TableEntry {
-        api_group: "apps",
-        resources: &["statefulsets/scale"],
-        verbs: UPDATE,
-        aks_source: aks!("apps/statefulsets/*"),
-    },
-    TableEntry {
-        api_group: "autoscaling",
-        resources: &["horizontalpodautoscalers"],
-        verbs: FULL,
-        aks_source: aks!("autoscaling/horizontalpodautoscalers/*"),
-    },
-    TableEntry {
-        api_group: "batch",
-        resources: &["cronjobs"],
-        verbs: FULL,
-        aks_source: aks!("batch/cronjobs/*"),
-    },
-    TableEntry {
-        api_group: "batch",
-        resources: &["jobs"],
-        verbs: FULL,
-        aks_source: aks!("batch/jobs/*"),
-    },
-    TableEntry {
-        api_group: "coordination.k8s.io",
-        resources: &["leases"],
-        verbs: READ,
-        aks_source: aks!("coordination.k8s.io/leases/read"),
-    },
-    TableEntry {
-        api_group: "coordination.k8s.io",
-        resources: &["leases"],
-        verbs: WRITE,
-        aks_source: aks!("coordination.k8s.io/leases/write"),
-    },
-    TableEntry {
-        api_group: "coordination.k8s.io",
-        resources: &["leases"],
-        verbs: DELETE,
-        aks_source: aks!("coordination.k8s.io/leases/delete"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["configmaps"],
-        verbs: FULL,
-        aks_source: aks!("configmaps/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["endpoints"],
-        verbs: FULL,
-        aks_source: aks!("endpoints/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["events"],
-        verbs: FULL,
-        aks_source: aks!("events/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["persistentvolumeclaims"],
-        verbs: FULL,
-        aks_source: aks!("persistentvolumeclaims/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["pods"],
-        verbs: FULL,
-        aks_source: aks!("pods/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["pods/attach", "pods/exec", "pods/portforward"],
-        verbs: CREATE_GET,
-        aks_source: aks!("pods/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["pods/eviction"],
-        verbs: CREATE,
-        aks_source: aks!("pods/*"),
-    },
+    row("apps", &["daemonsets"], FULL, aks!("apps/daemonsets/*")),
+    row("apps", &["deployments"], FULL, aks!("apps/deployments/*")),
+    row("apps", &["deployments/scale"], UPDATE, aks!("apps/deployments/*")),
+    row("apps", &["replicasets"], FULL, aks!("apps/replicasets/*")),
+    row("apps", &["replicasets/scale"], UPDATE, aks!("apps/replicasets/*")),
+    row("apps", &["statefulsets"], FULL, aks!("apps/statefulsets/*")),
+    row("apps", &["statefulsets/scale"], UPDATE, aks!("apps/statefulsets/*")),
+    row("autoscaling", &["horizontalpodautoscalers"], FULL, aks!("autoscaling/horizontalpodautoscalers/*")),
+    row("batch", &["cronjobs"], FULL, aks!("batch/cronjobs/*")),
+    row("batch", &["jobs"], FULL, aks!("batch/jobs/*")),
+    row("coordination.k8s.io", &["leases"], READ, aks!("coordination.k8s.io/leases/read")),
+    row("coordination.k8s.io", &["leases"], WRITE, aks!("coordination.k8s.io/leases/write")),
+    row("coordination.k8s.io", &["leases"], DELETE, aks!("coordination.k8s.io/leases/delete")),
+    row("", &["configmaps"], FULL, aks!("configmaps/*")),
+    row("", &["endpoints"], FULL, aks!("endpoints/*")),
+    row("", &["events"], FULL, aks!("events/*")),
+    row("", &["persistentvolumeclaims"], FULL, aks!("persistentvolumeclaims/*")),
+    row("", &["pods"], FULL, aks!("pods/*")),
+    row("", &["pods/attach", "pods/exec", "pods/portforward"], CREATE_GET, aks!("pods/*")),
+    row("", &["pods/eviction"], CREATE, aks!("pods/*")),
     // Both serve get/update/patch and AKS allows all three through pods/*:
     // kubectl debug patches ephemeralcontainers, client-go updates them, and
     // `kubectl edit --subresource resize` reads before it writes.
-    TableEntry {
-        api_group: "",
-        resources: &["pods/ephemeralcontainers", "pods/resize"],
-        verbs: GET_UPDATE,
-        aks_source: aks!("pods/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["replicationcontrollers"],
-        verbs: FULL,
-        aks_source: aks!("replicationcontrollers/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["replicationcontrollers/scale"],
-        verbs: UPDATE,
-        aks_source: aks!("replicationcontrollers/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["secrets"],
-        verbs: FULL,
-        aks_source: aks!("secrets/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["serviceaccounts"],
-        verbs: FULL,
-        aks_source: aks!("serviceaccounts/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["serviceaccounts/token"],
-        verbs: CREATE,
-        aks_source: aks!("serviceaccounts/*"),
-    },
+    row("", &["pods/ephemeralcontainers", "pods/resize"], GET_UPDATE, aks!("pods/*")),
+    row("", &["replicationcontrollers"], FULL, aks!("replicationcontrollers/*")),
+    row("", &["replicationcontrollers/scale"], UPDATE, aks!("replicationcontrollers/*")),
+    row("", &["secrets"], FULL, aks!("secrets/*")),
+    row("", &["serviceaccounts"], FULL, aks!("serviceaccounts/*")),
+    row("", &["serviceaccounts/token"], CREATE, aks!("serviceaccounts/*")),
     // Reaches only service accounts of the Role's namespace: the API server
     // authorizes impersonating system:serviceaccount:NS:NAME in namespace NS.
-    TableEntry {
-        api_group: "",
-        resources: &["serviceaccounts"],
-        verbs: IMPERSONATE,
-        aks_source: aks!("serviceaccounts/*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["services"],
-        verbs: FULL,
-        aks_source: aks!("services/*"),
-    },
-    TableEntry {
-        api_group: "networking.k8s.io",
-        resources: &["ingresses"],
-        verbs: FULL,
-        aks_source: aks!("networking.k8s.io/ingresses/*"),
-    },
-    TableEntry {
-        api_group: "networking.k8s.io",
-        resources: &["networkpolicies"],
-        verbs: FULL,
-        aks_source: aks!("networking.k8s.io/networkpolicies/*"),
-    },
-    TableEntry {
-        api_group: "policy",
-        resources: &["poddisruptionbudgets"],
-        verbs: FULL,
-        aks_source: aks!("policy/poddisruptionbudgets/*"),
-    },
+    row("", &["serviceaccounts"], IMPERSONATE, aks!("serviceaccounts/*")),
+    row("", &["services"], FULL, aks!("services/*")),
+    row("networking.k8s.io", &["ingresses"], FULL, aks!("networking.k8s.io/ingresses/*")),
+    row("networking.k8s.io", &["networkpolicies"], FULL, aks!("networking.k8s.io/networkpolicies/*")),
+    row("policy", &["poddisruptionbudgets"], FULL, aks!("policy/poddisruptionbudgets/*")),
 ];
 
 /// What Admin adds to Writer, besides the rule built from discovery (part c).
+#[rustfmt::skip]
 const ADMIN: &[TableEntry] = &[
     // Part (a): every core resource and subresource may be read; RBAC's "*"
     // also covers subresources, and one served after a Kubernetes upgrade.
-    TableEntry {
-        api_group: "",
-        resources: &["*"],
-        verbs: READ,
-        aks_source: aks!("*"),
-    },
+    row("", &["*"], READ, aks!("*")),
     // Part (a), writes. RBAC cannot say "all but namespaces and resourcequotas",
     // so each namespaced core resource and subresource Kubernetes 1.36 serves
     // is named; namespaces, namespaces/*, resourcequotas and
     // resourcequotas/status are left out (AKS notDataActions).
-    TableEntry {
-        api_group: "",
-        resources: &[
-            "configmaps",
-            "endpoints",
-            "events",
-            "limitranges",
-            "persistentvolumeclaims",
-            "pods",
-            "podtemplates",
-            "replicationcontrollers",
-            "secrets",
-            "serviceaccounts",
-            "services",
-        ],
-        verbs: WRITE_DELETE,
-        aks_source: aks!("*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &[
-            "persistentvolumeclaims/status",
-            "pods/ephemeralcontainers",
-            "pods/resize",
-            "pods/status",
-            "replicationcontrollers/scale",
-            "replicationcontrollers/status",
-            "services/status",
-        ],
-        verbs: UPDATE,
-        aks_source: aks!("*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &[
-            "bindings",
-            "pods/attach",
-            "pods/binding",
-            "pods/eviction",
-            "pods/exec",
-            "pods/portforward",
-            "serviceaccounts/token",
-        ],
-        verbs: CREATE,
-        aks_source: aks!("*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["pods/proxy", "services/proxy"],
-        verbs: PROXY,
-        aks_source: aks!("*"),
-    },
-    TableEntry {
-        api_group: "",
-        resources: &["serviceaccounts"],
-        verbs: IMPERSONATE,
-        aks_source: aks!("*"),
-    },
+    row("", &["configmaps", "endpoints", "events", "limitranges", "persistentvolumeclaims", "pods", "podtemplates", "replicationcontrollers", "secrets", "serviceaccounts", "services"], WRITE_DELETE, aks!("*")),
+    row("", &["persistentvolumeclaims/status", "pods/ephemeralcontainers", "pods/resize", "pods/status", "replicationcontrollers/scale", "replicationcontrollers/status", "services/status"], UPDATE, aks!("*")),
+    row("", &["bindings", "pods/attach", "pods/binding", "pods/eviction", "pods/exec", "pods/portforward", "serviceaccounts/token"], CREATE, aks!("*")),
+    row("", &["pods/proxy", "services/proxy"], PROXY, aks!("*")),
+    row("", &["serviceaccounts"], IMPERSONATE, aks!("*")),
     // Part (b): without bind and escalate, the API server lets an Admin write
     // only Roles and RoleBindings that grant no more than the Admin holds, so
     // no one can bind cluster-admin in the namespace.
