@@ -441,34 +441,95 @@ fn model(
             || world
                 .protected_by_labels
                 .is_some_and(|f| ns.is_some_and(|ns| f(ns.metadata.labels.as_ref().unwrap())));
-        let entry = if !active.is_empty() {
-            let tier = best(&mut active.iter().map(|(g, _)| *g));
-            let plan = if protected {
-                if active.iter().any(|(_, named)| *named) {
-                    Plan::Denied
-                } else {
-                    Plan::Skipped
-                }
-            } else if ns.is_none() {
-                Plan::Pending
-            } else {
-                Plan::Apply
-            };
-            (tier, plan)
-        } else if reaching.iter().any(|(g, _)| !started(g)) {
-            let tier = best(
+        let situation = Situation {
+            active: !active.is_empty(),
+            protected,
+            named_by_active: active.iter().any(|(_, named)| *named),
+            exists: ns.is_some(),
+            some_not_started: reaching.iter().any(|(g, _)| !started(g)),
+        };
+        let plan = plan_from_table(situation);
+        let tier = match plan {
+            Plan::NotYetValid => best(
                 &mut reaching
                     .iter()
                     .filter(|(g, _)| !started(g))
                     .map(|(g, _)| *g),
-            );
-            (tier, Plan::NotYetValid)
-        } else {
-            (best(&mut reaching.iter().map(|(g, _)| *g)), Plan::Expired)
+            ),
+            Plan::Expired => best(&mut reaching.iter().map(|(g, _)| *g)),
+            _ => best(&mut active.iter().map(|(g, _)| *g)),
         };
+        let entry = (tier, plan);
         out.push((name.to_string(), entry.0, entry.1));
     }
     out
+}
+
+/// What the model knows of one selected namespace.
+#[derive(Clone, Copy, Debug)]
+struct Situation {
+    /// Some grant selecting it is inside its validity window.
+    active: bool,
+    protected: bool,
+    /// An active grant names it explicitly (not only by selector).
+    named_by_active: bool,
+    exists: bool,
+    /// Some grant selecting it has not reached its validFrom.
+    some_not_started: bool,
+}
+
+/// SPEC 2 as a truth table, written apart from the code's if/else chain so
+/// the two cannot share a bug. Columns: active, protected, named by an
+/// active grant, exists, some grant not started; `None` is "either".
+#[rustfmt::skip]
+const PLAN_TABLE: &[([Option<bool>; 5], Plan)] = &[
+    ([Some(true),  Some(true),  Some(true),  None,        None       ], Plan::Denied),
+    ([Some(true),  Some(true),  Some(false), None,        None       ], Plan::Skipped),
+    ([Some(true),  Some(false), None,        Some(true),  None       ], Plan::Apply),
+    ([Some(true),  Some(false), None,        Some(false), None       ], Plan::Pending),
+    ([Some(false), None,        None,        None,        Some(true) ], Plan::NotYetValid),
+    ([Some(false), None,        None,        None,        Some(false)], Plan::Expired),
+];
+
+/// The one row of [`PLAN_TABLE`] that fits; the table must cover every
+/// situation exactly once.
+fn plan_from_table(s: Situation) -> Plan {
+    let facts = [
+        s.active,
+        s.protected,
+        s.named_by_active,
+        s.exists,
+        s.some_not_started,
+    ];
+    let rows: Vec<Plan> = PLAN_TABLE
+        .iter()
+        .filter(|(cols, _)| {
+            cols.iter()
+                .zip(facts)
+                .all(|(c, f)| c.is_none_or(|c| c == f))
+        })
+        .map(|(_, p)| *p)
+        .collect();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the truth table must decide {s:?} exactly once: {rows:?}"
+    );
+    rows[0]
+}
+
+#[test]
+fn the_truth_table_covers_every_situation_exactly_once() {
+    for bits in 0..32u8 {
+        let b = |i: u8| bits & (1 << i) != 0;
+        plan_from_table(Situation {
+            active: b(0),
+            protected: b(1),
+            named_by_active: b(2),
+            exists: b(3),
+            some_not_started: b(4),
+        });
+    }
 }
 
 fn check(ta: TeamAccess, namespaces: Vec<Namespace>, world: World) -> Result<(), TestCaseError> {
