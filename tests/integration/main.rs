@@ -7,6 +7,6 @@ mod config;
 mod controller;
 mod gitops;
 mod ha;
-mod operator;
-mod rig;
-mod support;
+mod harness;
+
+use harness::{operator, support};

@@ -8,7 +8,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 
-use crate::support::{self, can};
+use crate::harness::support::{self, can};
 
 const GROUP: &str = "6f1c0e2a-3b4d-4c5e-8f90-a1b2c3d4e5f6";
 const OTHER_GROUP: &str = "00000000-1111-2222-3333-444444444444";

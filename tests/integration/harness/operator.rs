@@ -14,7 +14,7 @@ use kube::discovery::pinned_kind;
 use serde_json::{Value, json};
 use teamaccess::api::teamaccess::TeamAccess;
 
-use crate::support::{self, Cluster};
+use crate::harness::support::{self, Cluster};
 
 pub const OPERATOR_NS: &str = "teamaccess-system";
 /// The label each test's operator selects its TeamAccess objects by.
