@@ -30,7 +30,8 @@ pub const DEFAULT_PROTECTED_NAMESPACES: &[&str] = &[
 ];
 
 /// Operator settings that shape the desired state.
-#[derive(Clone, Debug, Default)]
+/// No `Default`: settings that protect nothing must never be one call away.
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Never written (the operator's own namespace belongs here too).
     pub protected_namespaces: BTreeSet<String>,
@@ -43,17 +44,29 @@ pub struct Settings {
 impl Settings {
     /// The defaults, with the operator's own namespace protected.
     pub fn with_defaults(operator_namespace: &str) -> Self {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Self::new(
+            &strings(DEFAULT_PROTECTED_NAMESPACES),
+            None,
+            strings(tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS),
+            operator_namespace,
+        )
+    }
+
+    /// The one way settings are built: `protected` (empty entries dropped)
+    /// plus the operator's own namespace, which is always protected.
+    pub fn new(
+        protected: &[String],
+        protected_selector: Option<Selector>,
+        admin_exclude_api_groups: Vec<String>,
+        operator_namespace: &str,
+    ) -> Self {
         Settings {
-            protected_namespaces: DEFAULT_PROTECTED_NAMESPACES
-                .iter()
-                .map(|s| s.to_string())
+            protected_namespaces: (protected.iter().filter(|s| !s.is_empty()).cloned())
                 .chain([operator_namespace.to_string()])
                 .collect(),
-            protected_selector: None,
-            admin_exclude_api_groups: tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            protected_selector,
+            admin_exclude_api_groups,
         }
     }
 

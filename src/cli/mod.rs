@@ -69,17 +69,12 @@ impl SettingsArgs {
             .as_deref()
             .map(crate::api::selector::parse)
             .transpose()?;
-        Ok(Settings {
-            protected_namespaces: self
-                .protected_namespaces
-                .iter()
-                .filter(|s| !s.is_empty())
-                .cloned()
-                .chain([self.operator_namespace.clone()])
-                .collect(),
+        Ok(Settings::new(
+            &self.protected_namespaces,
             protected_selector,
-            admin_exclude_api_groups: self.admin_exclude_api_groups.clone(),
-        })
+            self.admin_exclude_api_groups.clone(),
+            &self.operator_namespace,
+        ))
     }
 }
 

@@ -150,7 +150,7 @@ fn highest_tier_wins_whatever_the_grant_order() {
 
 #[test]
 fn validity_windows_at_their_boundaries() {
-    let settings = Settings::default();
+    let settings = Settings::with_defaults("teamaccess-system");
     let from = "2026-11-23T12:00:00Z";
     let until = "2026-11-23T13:00:00Z";
     let grants = json!([

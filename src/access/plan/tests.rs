@@ -38,7 +38,7 @@ fn namespace(name: &str, terminating: bool) -> Namespace {
 
 fn rules() -> BTreeMap<Tier, Vec<PolicyRule>> {
     let groups: BTreeSet<String> = [String::new()].into();
-    desired::rules_by_tier(&groups, &Settings::default())
+    desired::rules_by_tier(&groups, &Settings::with_defaults("teamaccess-system"))
 }
 
 fn owned<K: Managed>(mut obj: K, uid: &str, object_uid: &str) -> K {
@@ -84,7 +84,7 @@ fn plan_for(
     let desired = desired::compute(
         ta,
         &index,
-        &Settings::default(),
+        &Settings::with_defaults("teamaccess-system"),
         NOW.parse::<Timestamp>().unwrap(),
     );
     let existing = Existing::at_name("teamaccess-pay", roles, bindings);
