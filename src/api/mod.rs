@@ -2,6 +2,8 @@
 //! offline validation that checks an object by the CRD's own schema and CEL
 //! rules (so `render` refuses what the API server would).
 
+#[cfg(test)]
+pub mod fixtures;
 pub mod selector;
 pub mod teamaccess;
 pub mod validate;

@@ -200,12 +200,7 @@ mod tests {
     }
 
     fn teamaccess(previous: &[(&str, NamespaceState)]) -> TeamAccess {
-        let mut ta: TeamAccess = serde_json::from_value(serde_json::json!({
-            "apiVersion": "teamaccess.dev/v1alpha1", "kind": "TeamAccess",
-            "metadata": {"name": "x"},
-            "spec": {"groups": [{"id": "0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a"}], "grants": []},
-        }))
-        .unwrap();
+        let mut ta = crate::api::fixtures::teamaccess("x", serde_json::json!([]), false);
         ta.status = Some(TeamAccessStatus {
             namespaces: previous
                 .iter()

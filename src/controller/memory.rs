@@ -130,12 +130,7 @@ mod tests {
     #[test]
     fn applied_namespaces_are_remembered_until_forgotten() {
         let memory = Memory::default();
-        let ta: TeamAccess = serde_json::from_value(serde_json::json!({
-            "apiVersion": "teamaccess.dev/v1alpha1", "kind": "TeamAccess",
-            "metadata": {"name": "x"},
-            "spec": {"groups": [{"id": "0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a"}], "grants": []},
-        }))
-        .unwrap();
+        let ta = crate::api::fixtures::teamaccess("x", serde_json::json!([]), false);
         let applied = NamespaceOutcome::applied(&Target {
             namespace: "a".into(),
             tier: Tier::Reader,

@@ -71,26 +71,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use serde_json::json;
 
-    fn ta(name: &str, grants: serde_json::Value) -> TeamAccess {
-        serde_json::from_value(json!({
-            "apiVersion": "teamaccess.dev/v1alpha1",
-            "kind": "TeamAccess",
-            "metadata": {"name": name},
-            "spec": {"groups": [{"id": "0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a"}], "grants": grants},
-        }))
-        .unwrap()
-    }
+    use crate::api::fixtures::namespace;
 
-    fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
-        let mut ns = Namespace::default();
-        ns.metadata.name = Some(name.into());
-        ns.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        ns
+    fn ta(name: &str, grants: serde_json::Value) -> TeamAccess {
+        crate::api::fixtures::teamaccess(name, grants, false)
     }
 
     fn owned(ns: &str, owner: &str, controller: bool) -> ObjectMeta {

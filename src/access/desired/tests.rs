@@ -16,25 +16,7 @@ fn ta(grants: serde_json::Value) -> TeamAccess {
     .unwrap()
 }
 
-fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
-    let mut n = Namespace::default();
-    n.metadata.name = Some(name.into());
-    n.metadata.labels = Some(
-        labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    n
-}
-
-fn terminating(name: &str, labels: &[(&str, &str)]) -> Namespace {
-    let mut n = ns(name, labels);
-    n.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        "2026-01-01T00:00:00Z".parse().unwrap(),
-    ));
-    n
-}
+use crate::api::fixtures::{namespace as ns, terminating};
 
 fn now() -> Timestamp {
     "2026-11-23T12:00:00Z".parse().unwrap()

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
@@ -15,25 +15,15 @@ const UID: &str = "uid-1";
 const NOW: &str = "2026-06-01T00:00:00Z";
 
 fn access(suspend: bool, grants: serde_json::Value) -> TeamAccess {
-    serde_json::from_value(json!({
-        "apiVersion": "teamaccess.dev/v1alpha1", "kind": "TeamAccess",
-        "metadata": {"name": "pay", "uid": UID},
-        "spec": {
-            "groups": [{"id": "0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a"}],
-            "grants": grants,
-            "suspend": suspend,
-        },
-    }))
-    .unwrap()
+    crate::api::fixtures::teamaccess("pay", grants, suspend)
 }
 
 fn namespace(name: &str, terminating: bool) -> Namespace {
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some(name.into());
     if terminating {
-        ns.metadata.deletion_timestamp = Some(Time(NOW.parse().unwrap()));
+        crate::api::fixtures::terminating(name, &[])
+    } else {
+        crate::api::fixtures::namespace(name, &[])
     }
-    ns
 }
 
 fn rules() -> BTreeMap<Tier, Vec<PolicyRule>> {
