@@ -4,7 +4,7 @@
 //! second, hand-kept copy of the rules, this walks the very openAPIV3Schema
 //! that `teamaccess crd` prints (types, required, enums, patterns, bounds,
 //! list uniqueness, unknown fields) and then runs its `x-kubernetes-validations`
-//! through kube's CEL evaluator. Change a rule in `crd.rs` and both the API
+//! through kube's CEL evaluator. Change a rule in `api/teamaccess.rs` and both the API
 //! server and `render` enforce it.
 
 use std::sync::OnceLock;
