@@ -42,6 +42,11 @@ pub struct Observed {
     pub tiers: Vec<crate::access::tiers::Tier>,
 }
 
+/// `t` without its fraction of a second, as the API server stores a Time.
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 fn examples(entries: &[&NamespaceStatus]) -> String {
     let described: Vec<String> = entries
         .iter()
@@ -211,7 +216,10 @@ pub fn compute(
         tiers,
         progress: Some(format!("{}/{}", summary.applied, summary.targeted)),
         summary: Some(summary),
-        next_transition_time: observed.next_transition.map(Time),
+        // metav1.Time holds whole seconds: a fractional boundary kept as is
+        // would never compare equal to what the server stored, and every
+        // resync would write status again
+        next_transition_time: observed.next_transition.map(whole_seconds).map(Time),
         namespaces: entries,
     }
 }
@@ -381,5 +389,30 @@ mod tests {
         assert_eq!(cond(&s, READY).unwrap().reason, "Suspended");
         assert_eq!(cond(&s, SUSPENDED).unwrap().status, "True");
         assert_eq!(s.observed_generation, Some(7));
+    }
+
+    #[test]
+    fn a_fractional_boundary_round_trips_to_an_equal_status() {
+        let boundary: Timestamp = "2026-12-01T00:00:00.75Z".parse().unwrap();
+        let now: Timestamp = "2026-11-30T00:00:00.5Z".parse().unwrap();
+        let observed = || Observed {
+            generation: Some(1),
+            next_transition: Some(boundary),
+            ..Default::default()
+        };
+        let first = compute(observed(), None, now);
+        // what the API server hands back: whole seconds
+        let stored: TeamAccessStatus =
+            serde_json::from_value(serde_json::to_value(&first).unwrap()).unwrap();
+        let again = compute(observed(), Some(&stored), now);
+        assert_eq!(
+            Some(&again),
+            Some(&stored),
+            "a resync must not write status"
+        );
+        assert_eq!(
+            again.next_transition_time.map(|t| t.0.to_string()),
+            Some("2026-12-01T00:00:00Z".to_string())
+        );
     }
 }

@@ -103,7 +103,8 @@ impl LeaderElector {
                 };
                 return match self.api.create(&PostParams::default(), &lease).await {
                     Ok(_) => Ok(true),
-                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                    // another replica created it first
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(false),
                     Err(e) => Err(self.err(e)),
                 };
             }
@@ -151,7 +152,7 @@ impl LeaderElector {
                 Ok(true)
             }
             // someone else wrote first: not ours this round
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(kube::Error::Api(s)) if s.is_conflict() => Ok(false),
             Err(e) => Err(self.err(e)),
         }
     }

@@ -277,7 +277,13 @@ pub fn requeue_after(
 ) -> Duration {
     let mut after = resync;
     if let Some(next) = next_transition {
-        after = after.min(now.duration_until(next).unsigned_abs() + BOUNDARY_SLACK);
+        // a boundary that passed while the reconcile ran: at once
+        let until = if next > now {
+            now.duration_until(next).unsigned_abs()
+        } else {
+            Duration::ZERO
+        };
+        after = after.min(until + BOUNDARY_SLACK);
     }
     if retry {
         after = after.min(RETRY);
@@ -322,6 +328,9 @@ mod tests {
         // an error retries sooner than a far boundary, a near boundary wins
         let far = Some(at("2026-01-01T01:00:00Z"));
         assert_eq!(requeue_after(resync, far, now, true), RETRY);
+        // a boundary already past (it passed during the reconcile): at once
+        let past = Some(at("2025-12-31T23:59:58Z"));
+        assert_eq!(requeue_after(resync, past, now, false), BOUNDARY_SLACK);
         let near = Some(at("2026-01-01T00:00:01Z"));
         assert_eq!(
             requeue_after(resync, near, now, true),
