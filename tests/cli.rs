@@ -76,6 +76,7 @@ fn run(args: &[&str]) -> Run {
         // the settings flags have environment equivalents: keep the caller's out
         .env_remove("POD_NAMESPACE")
         .env_remove("TEAMACCESS_PROTECTED_NAMESPACES")
+        .env_remove("TEAMACCESS_UNPROTECT_DEFAULT_NAMESPACES")
         .env_remove("TEAMACCESS_PROTECTED_NAMESPACE_SELECTOR")
         .env_remove("TEAMACCESS_ADMIN_EXCLUDE_API_GROUPS")
         .stdin(Stdio::null())
@@ -89,6 +90,7 @@ fn run_with_stdin(args: &[&str], input: &str) -> Run {
         .args(args)
         .env_remove("POD_NAMESPACE")
         .env_remove("TEAMACCESS_PROTECTED_NAMESPACES")
+        .env_remove("TEAMACCESS_UNPROTECT_DEFAULT_NAMESPACES")
         .env_remove("TEAMACCESS_PROTECTED_NAMESPACE_SELECTOR")
         .env_remove("TEAMACCESS_ADMIN_EXCLUDE_API_GROUPS")
         .stdin(Stdio::piped())
@@ -538,6 +540,71 @@ metadata: {name: payments-dev}
         BTreeSet::from(["payments-dev".to_string()]),
         "{out}"
     );
+}
+
+#[test]
+fn protection_is_added_to_and_dropped_only_by_its_own_flag() {
+    let access = "apiVersion: teamaccess.dev/v1alpha1
+kind: TeamAccess
+metadata: {name: sneaky}
+spec:
+  groups: [{id: 0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a}]
+  grants:
+    - tier: Admin
+      namespaces: [kube-system, extra, payments-dev]
+";
+    let dir = scratch("protection-flags");
+    let ns: String = ["kube-system", "extra", "payments-dev"]
+        .iter()
+        .map(|n| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n---\n"))
+        .collect();
+    std::fs::write(dir.join("ns.yaml"), ns).unwrap();
+    let ns = p(&dir.join("ns.yaml"));
+    // --protected-namespaces adds: kube-system stays protected
+    let out = run_with_stdin(
+        &[
+            "render",
+            "-f",
+            "-",
+            "--namespaces",
+            &ns,
+            "--protected-namespaces",
+            "extra",
+        ],
+        access,
+    );
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let out = out.ok();
+    let plans = plan_lines(&out);
+    assert!(plans["kube-system"].contains("denied"), "{out}");
+    assert!(plans["extra"].contains("denied"), "{out}");
+    let printed: BTreeSet<String> = objects(&out).iter().map(|d| key(d).0).collect();
+    assert_eq!(
+        printed,
+        BTreeSet::from(["payments-dev".to_string()]),
+        "{out}"
+    );
+
+    // dropping the defaults takes the explicit flag, and says so
+    let out = run_with_stdin(
+        &[
+            "render",
+            "-f",
+            "-",
+            "--namespaces",
+            &ns,
+            "--unprotect-default-namespaces",
+        ],
+        access,
+    );
+    assert!(
+        out.stderr.contains("kube-system") && out.stderr.contains("NOT protected"),
+        "{}",
+        out.stderr
+    );
+    let out = out.ok();
+    let printed: BTreeSet<String> = objects(&out).iter().map(|d| key(d).0).collect();
+    assert!(printed.contains("kube-system"), "{out}");
 }
 
 #[test]

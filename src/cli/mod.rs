@@ -46,11 +46,17 @@ pub struct SettingsArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "teamaccess-system")]
     pub operator_namespace: String,
 
-    /// Namespaces never written (replaces the default list; the operator's own
-    /// namespace is always added).
-    #[arg(long, env = "TEAMACCESS_PROTECTED_NAMESPACES", value_delimiter = ',',
-          default_values_t = DEFAULT_PROTECTED_NAMESPACES.iter().map(|s| s.to_string()))]
+    /// More namespaces never written, in addition to the defaults
+    /// (kube-system, kube-public, kube-node-lease, flux-system, argocd,
+    /// cert-manager) and the operator's own namespace.
+    #[arg(long, env = "TEAMACCESS_PROTECTED_NAMESPACES", value_delimiter = ',')]
     pub protected_namespaces: Vec<String>,
+
+    /// Drop the default protected namespaces (the operator's own stays
+    /// protected). A namespace admin of kube-system is a cluster admin: use
+    /// this only on a cluster where those namespaces are not what they seem.
+    #[arg(long, env = "TEAMACCESS_UNPROTECT_DEFAULT_NAMESPACES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub unprotect_default_namespaces: bool,
 
     /// Namespaces with labels matching this selector (kubectl -l syntax) are never written.
     #[arg(long, env = "TEAMACCESS_PROTECTED_NAMESPACE_SELECTOR")]
@@ -62,15 +68,32 @@ pub struct SettingsArgs {
     pub admin_exclude_api_groups: Vec<String>,
 }
 
+/// Said at start by `run` and `render` when the defaults are dropped.
+pub const UNPROTECTED_WARNING: &str = "--unprotect-default-namespaces: kube-system, kube-public, kube-node-lease, flux-system, argocd and cert-manager are NOT protected; a TeamAccess can grant Admin there";
+
 impl SettingsArgs {
+    /// The warning to give at start, if protection was narrowed.
+    pub fn warning(&self) -> Option<&'static str> {
+        self.unprotect_default_namespaces
+            .then_some(UNPROTECTED_WARNING)
+    }
+
     pub fn settings(&self) -> Result<Settings, crate::api::selector::SelectorParseError> {
         let protected_selector = self
             .protected_namespace_selector
             .as_deref()
             .map(crate::api::selector::parse)
             .transpose()?;
+        let defaults = if self.unprotect_default_namespaces {
+            &[][..]
+        } else {
+            DEFAULT_PROTECTED_NAMESPACES
+        };
+        let protected: Vec<String> = (defaults.iter().map(|s| s.to_string()))
+            .chain(self.protected_namespaces.iter().cloned())
+            .collect();
         Ok(Settings::new(
-            &self.protected_namespaces,
+            &protected,
             protected_selector,
             self.admin_exclude_api_groups.clone(),
             &self.operator_namespace,
@@ -118,6 +141,9 @@ fn read(path: &PathBuf) -> Result<(String, String), render::RenderError> {
 }
 
 fn run_render(args: RenderArgs) -> Result<String, Box<dyn std::error::Error>> {
+    if let Some(w) = args.settings.warning() {
+        eprintln!("warning: {w}");
+    }
     let settings = args.settings.settings()?;
     let now = match &args.now {
         Some(s) => render::parse_now(s)?,
@@ -300,6 +326,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `teamaccess run`: logging, a runtime, the controller.
 fn run(args: RunArgs) -> i32 {
     init_logging(args.log_format);
+    if let Some(w) = args.settings.warning() {
+        tracing::warn!("{w}");
+    }
     let options = match args.options() {
         Ok(o) => o,
         Err(e) => {
