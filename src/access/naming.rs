@@ -77,6 +77,22 @@ pub fn owner_label_shortened(name: &str) -> bool {
     name.len() >= MAX_LABEL_VALUE
 }
 
+/// The TeamAccess a managed object's labels name, as a hint for triggers
+/// only (ownership is the owner reference): the full name from the
+/// annotation when the label was shortened, else the label.
+pub fn owner_hint(
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> Option<String> {
+    if labels?.get(LABEL_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY_VALUE) {
+        return None;
+    }
+    annotations
+        .and_then(|a| a.get(ANNOTATION_OWNER_NAME))
+        .or_else(|| labels?.get(LABEL_OWNER))
+        .cloned()
+}
+
 /// RFC 1123 subdomain, as Kubernetes validates object names.
 pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_OBJECT_NAME && s.split('.').all(is_dns_label_part)

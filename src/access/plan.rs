@@ -5,7 +5,8 @@
 //! The rules it encodes:
 //! - an object at our name that this TeamAccess does not own (no controller
 //!   owner reference with its UID) is never written: the namespace is Conflict,
-//!   and no RoleBinding is planned beside a Role that is not ours;
+//!   no RoleBinding is planned beside a Role that is not ours, and our own
+//!   RoleBinding there is deleted (even suspended: it only narrows);
 //! - an object missing from the cache of labelled objects is created with a
 //!   create-only write, so a foreign object without our labels answers
 //!   AlreadyExists instead of being overwritten (the controller then reads it
@@ -129,6 +130,10 @@ pub struct GrantPlan {
     pub role: Decision<Role>,
     /// None when the Role is not ours: never bind our groups to it.
     pub binding: Option<Decision<RoleBinding>>,
+    /// Our RoleBinding, to delete if the Role at our name turns out not to
+    /// be ours (its owner reference removed, or replaced by someone): our
+    /// binding would grant the groups someone else's rules.
+    pub unbind: Option<Delete>,
     /// Suspended: what we hold back, for the status.
     pub suspended: Option<SuspendedNote>,
 }
@@ -254,6 +259,14 @@ fn grant(
         (Some(_), Some(_)) => Some(SuspendedNote::NotUpdated),
         _ => Some(SuspendedNote::NotCreated),
     });
+    let unbind = binding_have
+        .filter(|b| compare::owned_by(&b.metadata, uid))
+        .map(|b| Delete {
+            kind: Kind::RoleBinding,
+            namespace: target.namespace.clone(),
+            name: b.metadata.name.clone().unwrap_or_default(),
+            uid: b.metadata.uid.clone().unwrap_or_default(),
+        });
     let role = decide(uid, role_want, role_have, mode, history);
     let binding = (!matches!(role, Decision::Conflict(_)))
         .then(|| decide(uid, binding_want, binding_have, mode, history));
@@ -262,6 +275,7 @@ fn grant(
         tier: target.tier,
         role,
         binding,
+        unbind,
         suspended: suspended.flatten(),
     }
 }

@@ -20,6 +20,15 @@ pub async fn grant(ctx: &Context, uid: &str, plan: GrantPlan) -> NamespaceOutcom
     };
     let mut out = NamespaceOutcome::applied(&target);
     if !perform(ctx, uid, plan.role, &mut out).await {
+        if out.status.state == NamespaceState::Conflict
+            && let Some(unbind) = &plan.unbind
+        {
+            // the Role is someone else's: our binding must not grant it
+            match ctx.writes.delete_exact(unbind).await {
+                Ok(deleted) => out.writes += deleted as usize,
+                Err(e) => failed(ctx, &mut out, unbind.kind, e),
+            }
+        }
         return out;
     }
     if let Some(binding) = plan.binding

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::access::compare::controller_owner;
+use crate::access::naming;
 use crate::api::teamaccess::TeamAccess;
 use crate::controller::Caches;
 
@@ -29,9 +30,14 @@ pub fn for_namespace(
     teamaccesses_for_namespace(ns, tas.iter().map(|t| t.as_ref()), managed)
 }
 
-/// A Role or RoleBinding event concerns its controller owner.
+/// A Role or RoleBinding event concerns its controller owner, or, when the
+/// owner reference was removed, the TeamAccess its labels name: that one
+/// must learn at once that its object is no longer its own (Conflict, and
+/// its binding there deleted), not at the next resync.
 pub fn for_managed(meta: &ObjectMeta) -> Option<ObjectRef<TeamAccess>> {
-    controller_owner(meta).map(|owner| ObjectRef::new(&owner))
+    controller_owner(meta)
+        .or_else(|| naming::owner_hint(meta.labels.as_ref(), meta.annotations.as_ref()))
+        .map(|owner| ObjectRef::new(&owner))
 }
 
 /// See [`for_namespace`]; pure, over any TeamAccess objects and managed
@@ -138,5 +144,29 @@ mod tests {
         let mut foreign = owned("dev", "x", true);
         foreign.owner_references.as_mut().unwrap()[0].api_version = "example.com/v1".into();
         assert_eq!(for_managed(&foreign), None);
+        // owner reference stripped: the labels still say whose it was
+        let mut stripped = owned("dev", "x", true);
+        stripped.owner_references = None;
+        stripped.labels = Some(
+            [
+                (naming::LABEL_MANAGED_BY, naming::MANAGED_BY_VALUE),
+                (naming::LABEL_OWNER, "x"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        assert_eq!(for_managed(&stripped).map(|r| r.name), Some("x".into()));
+        stripped.annotations = Some(
+            [(
+                naming::ANNOTATION_OWNER_NAME.to_string(),
+                "x-full".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            for_managed(&stripped).map(|r| r.name),
+            Some("x-full".into())
+        );
     }
 }

@@ -8,5 +8,6 @@ mod controller;
 mod gitops;
 mod ha;
 mod harness;
+mod revocation;
 
 use harness::{operator, support};

@@ -149,6 +149,41 @@ fn a_foreign_role_is_a_conflict_and_no_binding_is_planned_beside_it() {
 }
 
 #[test]
+fn our_binding_beside_a_role_that_is_not_ours_is_deleted() {
+    for suspend in [false, true] {
+        let ta = access(suspend, writer_in(&["a"]));
+        let (role, binding) = ours(&ta, "a", Tier::Writer);
+        let p = plan_for(
+            &ta,
+            &[namespace("a", false)],
+            &[foreign(role)],
+            &[binding],
+            &["a"],
+        );
+        assert!(
+            matches!(p.grants[0].role, Decision::Conflict(_)),
+            "suspend={suspend}"
+        );
+        let unbind = p.grants[0].unbind.as_ref().expect("our binding is deleted");
+        assert_eq!(
+            (unbind.kind, unbind.uid.as_str()),
+            (Kind::RoleBinding, "b-a")
+        );
+    }
+    // a foreign binding is never ours to delete
+    let ta = access(false, writer_in(&["a"]));
+    let (role, binding) = ours(&ta, "a", Tier::Writer);
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false)],
+        &[foreign(role)],
+        &[foreign(binding)],
+        &[],
+    );
+    assert_eq!(p.grants[0].unbind, None);
+}
+
+#[test]
 fn a_foreign_binding_is_a_conflict_and_never_written() {
     let ta = access(false, writer_in(&["a"]));
     let (role, binding) = ours(&ta, "a", Tier::Writer);

@@ -1,0 +1,104 @@
+//! Access the spec does not grant never survives, with a realistic
+//! adversary: a member of an Admin-tier group acting in its own namespace.
+
+use std::time::Duration;
+
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use serde_json::json;
+
+use crate::operator::{self, Operator, condition, ready, status_until};
+use crate::support::{self, Cluster, can, eventually};
+
+/// The Reader group, and the Admin group of the same namespace.
+const READERS: &str = "6c1b7f2a-0d4e-4b8a-9e3f-2a1b0c9d8e7f";
+const ADMINS: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+
+async fn member_of(cluster: &Cluster, group: &str) -> kube::Client {
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info.impersonate = Some("mallory@example.com".into());
+    config.auth_info.impersonate_groups = Some(vec![group.into(), "system:authenticated".into()]);
+    kube::Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn our_binding_never_grants_a_role_someone_took_over() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "takeover", &[]).await;
+    let ns = support::namespace(&cluster.client, "takeover", &[]).await;
+    let readers = format!("readers-{}", op.id);
+    let admins = format!("admins-{}", op.id);
+    let grant = |group: &str, tier: &str| json!({"groups": [{"id": group}], "grants": [{"tier": tier, "namespaces": [ns]}]});
+    operator::apply(&cluster, &op, &readers, grant(READERS, "Reader")).await;
+    operator::apply(&cluster, &op, &admins, grant(ADMINS, "Admin")).await;
+    ready(&cluster, &readers, "Applied").await;
+    ready(&cluster, &admins, "Applied").await;
+    let c = &cluster.client;
+    eventually("Reader access", Duration::from_secs(30), || async {
+        can(c, READERS, "list", "pods", &ns).await.then_some(())
+    })
+    .await;
+    assert!(!can(c, READERS, "get", "secrets", &ns).await);
+
+    // an Admin-tier member takes the Reader team's Role over: drops our owner
+    // reference and adds a rule it holds itself (so no escalate is needed)
+    let member = member_of(&cluster, ADMINS).await;
+    let roles: Api<Role> = Api::namespaced(member, &ns);
+    let role_name = teamaccess::access::naming::object_name(&readers);
+    let taken = Timestamp::now();
+    let mut role = roles.get(&role_name).await.unwrap();
+    role.metadata.owner_references = None;
+    role.metadata.managed_fields = None;
+    role.rules.get_or_insert_default().push(
+        serde_json::from_value(
+            json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}),
+        )
+        .unwrap(),
+    );
+    roles
+        .replace(&role_name, &Default::default(), &role)
+        .await
+        .expect("an Admin member may edit Roles in its namespace with rules it holds");
+
+    // the Reader group loses the stolen rule through our binding: the binding
+    // is deleted, and the namespace is Conflict naming the Role
+    eventually("our binding gone", Duration::from_secs(30), || async {
+        (!can(c, READERS, "get", "secrets", &ns).await
+            && !can(c, READERS, "list", "pods", &ns).await)
+            .then_some(())
+    })
+    .await;
+    let ta = status_until(&cluster, &readers, "Conflict", |ta| {
+        condition(ta, "Stalled")
+            .is_some_and(|c| c.reason == "Conflict" && c.message.contains(&role_name))
+    })
+    .await;
+    assert_eq!(ta.status.unwrap().summary.unwrap().failed, 1);
+    let bindings: Api<RoleBinding> = Api::namespaced(cluster.client.clone(), &ns);
+    assert!(bindings.get_opt(&role_name).await.unwrap().is_none());
+    // the foreign Role is left as its new owner made it
+    let now = roles.get(&role_name).await.unwrap();
+    assert!(now.metadata.owner_references.is_none());
+    assert_eq!(now.rules.unwrap().len(), role.rules.unwrap().len());
+
+    // the window, from the audit log: the takeover to our delete of the binding
+    let deletes = support::writes_by(&cluster, &op.user, taken, Timestamp::now()).await;
+    let delete = deletes
+        .iter()
+        .find(|e| e.verb == "delete" && e.resource == "rolebindings" && e.namespace == ns)
+        .expect("the operator deleted its binding");
+    let window = delete.received.duration_since(taken);
+    println!("takeover to binding delete: {} ms", window.as_millis());
+    assert!(
+        window < k8s_openapi::jiff::SignedDuration::from_secs(10),
+        "{window:?}: not from the watch"
+    );
+    // and the admins' own access is untouched
+    assert!(can(c, ADMINS, "get", "secrets", &ns).await);
+}
