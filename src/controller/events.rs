@@ -15,6 +15,9 @@ use crate::access::text::{first_and_more, plural};
 use crate::api::teamaccess::{NamespaceState, TeamAccess};
 use crate::controller::Context;
 
+/// Namespaces an event note names before "and N more".
+const MAX_NAMED: usize = 10;
+
 /// How an event relates to earlier ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Series {
@@ -73,7 +76,7 @@ pub fn notices(ta: &TeamAccess, outcomes: &[NamespaceOutcome]) -> Vec<Notice> {
             note: format!(
                 "applied Roles and RoleBindings in {}: {}",
                 plural(written.len(), "namespace"),
-                first_and_more(&written, 5, ", ")
+                first_and_more(&written, MAX_NAMED, ", ")
             ),
             related: None,
             series: Series::New,
@@ -94,17 +97,26 @@ pub fn notices(ta: &TeamAccess, outcomes: &[NamespaceOutcome]) -> Vec<Notice> {
             series: Series::Repeat,
         });
     }
-    for o in outcomes
+    // one event however many namespaces expired: a selector over thousands
+    // of namespaces must not emit thousands of events
+    let expired: Vec<String> = outcomes
         .iter()
         .filter(|o| o.writes > 0 && o.status.state == NamespaceState::Expired)
-    {
-        let ns = &o.status.name;
+        .map(|o| o.status.name.clone())
+        .collect();
+    if !expired.is_empty() {
         out.push(Notice {
             warning: false,
             reason: EventReason::Revoked,
             action: EventAction::Revoke.as_str().into(),
-            note: format!("validUntil passed; revoked access in namespace {ns}"),
-            related: namespace_ref(ns),
+            note: format!(
+                "validUntil passed; revoked access in {}: {}",
+                plural(expired.len(), "namespace"),
+                first_and_more(&expired, MAX_NAMED, ", ")
+            ),
+            related: (expired.len() == 1)
+                .then(|| namespace_ref(&expired[0]))
+                .flatten(),
             series: Series::New,
         });
     }
@@ -214,6 +226,23 @@ mod tests {
             ..Default::default()
         });
         ta
+    }
+
+    #[test]
+    fn thousands_of_expired_namespaces_are_one_bounded_event() {
+        let outcomes: Vec<_> = (0..2000)
+            .map(|i| outcome(&format!("ns{i:04}"), Plan::Expired, 2))
+            .collect();
+        let n = notices(&teamaccess(&[]), &outcomes);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].reason, EventReason::Revoked);
+        assert!(
+            n[0].note.starts_with(
+                "validUntil passed; revoked access in 2000 namespaces: ns0000, ns0001"
+            )
+        );
+        assert!(n[0].note.ends_with("and 1990 more"), "{}", n[0].note);
+        assert!(n[0].note.len() < 300);
     }
 
     #[test]
