@@ -105,6 +105,19 @@ pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
+/// Whether cleanup of TeamAccess `uid` may delete this object: ours by owner
+/// reference, or (only here) an object at our name with no owner references
+/// left whose owner-UID annotation is `uid`: finalizers run in no order, and
+/// the garbage collector's orphan finalizer may strip the references first.
+pub fn ours_for_cleanup(meta: &ObjectMeta, uid: &str, object_name: &str) -> bool {
+    owned_by(meta, uid)
+        || (meta.owner_references.as_ref().is_none_or(Vec::is_empty)
+            && meta.name.as_deref() == Some(object_name)
+            && (meta.annotations.as_ref())
+                .and_then(|a| a.get(crate::access::naming::ANNOTATION_OWNER_UID))
+                .is_some_and(|v| v == uid))
+}
+
 /// The name of the TeamAccess that controls a managed object, by its
 /// controller reference (for triggers: the name is the queue key).
 pub fn controller_owner(meta: &ObjectMeta) -> Option<String> {
@@ -320,6 +333,7 @@ mod tests {
         meta.owner_references = Some(vec![owner("u1", None), owner("u2", Some(true))]);
         assert!(!owned_by(&meta, "u1"));
         assert!(owned_by(&meta, "u2"));
+        assert!(ours_for_cleanup(&meta, "u2", "whatever"));
     }
 
     #[test]

@@ -283,8 +283,14 @@ fn metadata(access: &TeamAccess, namespace: &str, tier: Tier) -> ObjectMeta {
         (naming::LABEL_OWNER.to_string(), naming::owner_label(name)),
         (naming::LABEL_TIER.to_string(), tier.as_str().to_string()),
     ]);
-    let annotations = naming::owner_label_shortened(name)
-        .then(|| BTreeMap::from([(naming::ANNOTATION_OWNER_NAME.to_string(), name.to_string())]));
+    let mut annotations = BTreeMap::new();
+    if naming::owner_label_shortened(name) {
+        annotations.insert(naming::ANNOTATION_OWNER_NAME.to_string(), name.to_string());
+    }
+    if let Some(uid) = &access.metadata.uid {
+        annotations.insert(naming::ANNOTATION_OWNER_UID.to_string(), uid.clone());
+    }
+    let annotations = (!annotations.is_empty()).then_some(annotations);
     // Without a UID (offline render) there is nothing to own by: the object
     // is printed without ownerReferences and the controller adopts nothing.
     let owner_references = access.metadata.uid.as_ref().map(|uid| {

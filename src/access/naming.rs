@@ -32,6 +32,11 @@ pub const LABEL_TIER: &str = "teamaccess.dev/tier";
 /// The full TeamAccess name, set when the owner label had to be shortened.
 pub const ANNOTATION_OWNER_NAME: &str = "teamaccess.dev/owner-name";
 /// Label selector for every object this operator manages.
+/// The owning TeamAccess's UID, on everything we create. Ownership is the
+/// owner reference; this is read only by cleanup, to recognise our objects
+/// after the garbage collector's orphan finalizer stripped their owner
+/// references (`kubectl delete --cascade=orphan`).
+pub const ANNOTATION_OWNER_UID: &str = "teamaccess.dev/owner-uid";
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=teamaccess";
 
 fn hash_hex(name: &str) -> String {

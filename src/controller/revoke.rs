@@ -41,19 +41,23 @@ pub async fn cleanup(ctx: &Context, name: &str, uid: &str) -> Result<usize, Erro
         naming::LABEL_OWNER,
         naming::owner_label(name)
     ));
-    Ok(delete_all_owned::<RoleBinding>(ctx, uid, &lp).await?
-        + delete_all_owned::<Role>(ctx, uid, &lp).await?)
+    let object_name = naming::object_name(name);
+    Ok(
+        delete_all_owned::<RoleBinding>(ctx, uid, &object_name, &lp).await?
+            + delete_all_owned::<Role>(ctx, uid, &object_name, &lp).await?,
+    )
 }
 
 async fn delete_all_owned<K: Managed>(
     ctx: &Context,
     uid: &str,
+    object_name: &str,
     lp: &ListParams,
 ) -> Result<usize, Error> {
     let mut deleted = 0;
     for obj in ctx.writes.list::<K>(lp).await? {
         let meta = obj.meta();
-        if !compare::owned_by(meta, uid) {
+        if !compare::ours_for_cleanup(meta, uid, object_name) {
             continue;
         }
         let delete = Delete {

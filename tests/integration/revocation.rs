@@ -102,3 +102,97 @@ async fn our_binding_never_grants_a_role_someone_took_over() {
     // and the admins' own access is untouched
     assert!(can(c, ADMINS, "get", "secrets", &ns).await);
 }
+
+#[tokio::test]
+async fn deleting_with_cascade_orphan_still_ends_access() {
+    let cluster = support::cluster().await;
+    let mut op = Operator::start(&cluster, "orphan", &[]).await;
+    let ns = support::namespace(&cluster.client, "orphan", &[]).await;
+    let name = format!("orphan-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({"groups": [{"id": READERS}], "grants": [{"tier": "Writer", "namespaces": [ns]}]}),
+    )
+    .await;
+    ready(&cluster, &name, "Applied").await;
+    let c = &cluster.client;
+    eventually("Writer access", Duration::from_secs(30), || async {
+        can(c, READERS, "create", "deployments.apps", &ns)
+            .await
+            .then_some(())
+    })
+    .await;
+
+    // a cluster admin in a hurry: `kubectl delete --cascade=orphan`, while the
+    // operator is down, so the garbage collector's orphan finalizer surely
+    // strips our owner references before our cleanup runs
+    op.kill();
+    let from = Timestamp::now();
+    let orphan = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    let _ = operator::teamaccesses(&cluster)
+        .delete(&name, &orphan)
+        .await
+        .unwrap();
+    let object = teamaccess::access::naming::object_name(&name);
+    let bindings: Api<RoleBinding> = Api::namespaced(c.clone(), &ns);
+    let roles: Api<Role> = Api::namespaced(c.clone(), &ns);
+    eventually(
+        "the garbage collector orphans our objects",
+        Duration::from_secs(60),
+        || async {
+            let b = bindings.get(&object).await.ok()?;
+            let r = roles.get(&object).await.ok()?;
+            (b.metadata
+                .owner_references
+                .as_ref()
+                .is_none_or(Vec::is_empty)
+                && r.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(Vec::is_empty))
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        can(c, READERS, "create", "deployments.apps", &ns).await,
+        "orphaned, access survives until cleanup"
+    );
+
+    // the operator comes back: its finalizer cleans up by the owner-UID annotation
+    let back = Operator::spawn(&cluster, &op.id, &format!("{}-b", op.id), &[]).await;
+    back.wait_for_log("the operator to lead", "leading: reconciling")
+        .await;
+    eventually("the TeamAccess gone", Duration::from_secs(60), || async {
+        operator::teamaccesses(&cluster)
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(bindings.get_opt(&object).await.unwrap().is_none());
+    assert!(roles.get_opt(&object).await.unwrap().is_none());
+    eventually("access ended", Duration::from_secs(30), || async {
+        (!can(c, READERS, "create", "deployments.apps", &ns).await).then_some(())
+    })
+    .await;
+    // the operator itself deleted them (not the garbage collector)
+    let deletes: Vec<String> = support::writes_by(&cluster, &back.user, from, Timestamp::now())
+        .await
+        .into_iter()
+        .filter(|e| e.verb == "delete" && e.namespace == ns && e.code < 300)
+        .map(|e| e.resource)
+        .collect();
+    assert_eq!(
+        deletes,
+        ["rolebindings", "roles"],
+        "the binding first, then the Role"
+    );
+}

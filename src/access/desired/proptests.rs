@@ -615,18 +615,21 @@ fn check(ta: TeamAccess, namespaces: Vec<Namespace>, world: World) -> Result<(),
             }
             prop_assert_eq!(&labels[naming::LABEL_TIER], t.tier.as_str());
             let owner = &labels[naming::LABEL_OWNER];
+            // annotations: the full name when the label is shortened, and the
+            // owner's UID (for cleanup after an orphaning delete) when there is one
+            let mut expected = BTreeMap::new();
             if name.len() < naming::MAX_LABEL_VALUE {
                 prop_assert_eq!(owner, &name);
-                prop_assert!(meta.annotations.is_none());
             } else {
-                prop_assert_eq!(
-                    meta.annotations.clone(),
-                    Some(BTreeMap::from([(
-                        naming::ANNOTATION_OWNER_NAME.to_string(),
-                        name.clone()
-                    )]))
-                );
+                expected.insert(naming::ANNOTATION_OWNER_NAME.to_string(), name.clone());
             }
+            if let Some(uid) = &ta.metadata.uid {
+                expected.insert(naming::ANNOTATION_OWNER_UID.to_string(), uid.clone());
+            }
+            prop_assert_eq!(
+                meta.annotations.clone(),
+                (!expected.is_empty()).then_some(expected)
+            );
             match &ta.metadata.uid {
                 None => prop_assert!(meta.owner_references.is_none()),
                 Some(uid) => {

@@ -205,7 +205,14 @@ fn objects_carry_ownership_and_hints_but_nothing_of_the_teamaccess_metadata() {
         assert_eq!(labels["app.kubernetes.io/managed-by"], "teamaccess");
         assert_eq!(labels["teamaccess.dev/owner"], "payments");
         assert_eq!(labels["teamaccess.dev/tier"], "Writer");
-        assert!(meta.annotations.is_none());
+        // only the owner's UID, for cleanup after an orphaning delete
+        assert_eq!(
+            meta.annotations,
+            Some(BTreeMap::from([(
+                "teamaccess.dev/owner-uid".to_string(),
+                "uid-1".to_string()
+            )]))
+        );
         let owners = meta.owner_references.as_ref().unwrap();
         assert_eq!(owners.len(), 1);
         assert_eq!(owners[0].uid, "uid-1");
