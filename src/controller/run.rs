@@ -32,6 +32,9 @@ use crate::controller::leader::LeaderElector;
 use crate::controller::{Caches, Context, Timing, reconcile, triggers};
 use crate::ops::metrics::Metrics;
 
+/// Sent on every request, so audit logs can name the operator.
+pub const USER_AGENT: &str = concat!("teamaccess/", env!("CARGO_PKG_VERSION"));
+
 /// What `run` needs, from the command line ([`crate::cli::RunArgs`]).
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -87,6 +90,12 @@ async fn client(args: &Options) -> Result<Client, RunError> {
         }
         None => Config::infer().await.map_err(|x| e(&x))?,
     };
+    let mut config = config;
+    // audit logs name the operator by its user agent
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(USER_AGENT),
+    ));
     Client::try_from(config).map_err(|x| e(&x))
 }
 

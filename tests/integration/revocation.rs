@@ -93,6 +93,11 @@ async fn our_binding_never_grants_a_role_someone_took_over() {
         .iter()
         .find(|e| e.verb == "delete" && e.resource == "rolebindings" && e.namespace == ns)
         .expect("the operator deleted its binding");
+    // audit logs name the operator by its user agent
+    assert_eq!(
+        delete.user_agent,
+        format!("teamaccess/{}", env!("CARGO_PKG_VERSION"))
+    );
     let window = delete.received.duration_since(taken);
     println!("takeover to binding delete: {} ms", window.as_millis());
     assert!(

@@ -203,6 +203,7 @@ pub struct AuditEvent {
     pub name: String,
     pub code: i64,
     pub received: Timestamp,
+    pub user_agent: String,
 }
 
 impl AuditEvent {
@@ -242,6 +243,7 @@ pub fn audit_events(from: Timestamp, to: Timestamp) -> Vec<AuditEvent> {
                     .and_then(Value::as_i64)
                     .unwrap_or(0),
                 received,
+                user_agent: s("/userAgent"),
             })
         })
         .filter(|e| e.received >= from && e.received <= to)
