@@ -58,7 +58,7 @@ while IFS='|' read -r group label; do
   done
 done <<'GROUPS'
 0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a|payments-developers (Writer in dev, Reader in prod)
-5c2d8e1f-7a3b-4c9d-8e6f-0a1b2c3d4e5f|platform-oncall (Reader; Admin in payments-prod until 2026-12-01)
+5c2d8e1f-7a3b-4c9d-8e6f-0a1b2c3d4e5f|platform-oncall (Reader; Admin in payments-prod until 2030-01-01)
 9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a|data-engineers (Admin in sandbox, Writer in pipelines)
 GROUPS
 

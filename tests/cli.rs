@@ -15,11 +15,11 @@ use teamaccess::access::tiers;
 const BIN: &str = env!("CARGO_BIN_EXE_teamaccess");
 
 /// Inside the incident window of the platform-oncall sample
-/// (validFrom 2026-11-23, validUntil 2026-12-01).
+/// (validFrom 2026-11-23, validUntil 2030-01-01).
 const IN_WINDOW: &str = "2026-11-24T00:00:00Z";
 /// The moment the platform-oncall Admin grant ends.
-const AT_UNTIL: &str = "2026-12-01T00:00:00Z";
-const AFTER_WINDOW: &str = "2026-12-02T00:00:00Z";
+const AT_UNTIL: &str = "2030-01-01T00:00:00Z";
+const AFTER_WINDOW: &str = "2030-01-02T00:00:00Z";
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -326,7 +326,7 @@ fn the_time_bound_admin_grant_is_there_inside_its_window_only() {
     let tiers = tiers_by_namespace(&during);
     assert_eq!(tiers["payments-prod"], "Admin", "{during}");
     assert!(
-        during.contains("#   next change at 2026-12-01T00:00:00Z"),
+        during.contains("#   next change at 2030-01-01T00:00:00Z"),
         "{during}"
     );
     let admin = role_in(&during, "payments-prod");
