@@ -132,6 +132,18 @@ pub fn controller_owner(meta: &ObjectMeta) -> Option<String> {
         .map(|o| o.name.clone())
 }
 
+/// Whether a label or annotation key we set is gone from `have`. We never
+/// remove our own keys, so this is someone else's doing, even when
+/// managedFields keeps no trace of it (removing a field leaves none).
+pub fn our_keys_removed(want: &ObjectMeta, have: &ObjectMeta) -> bool {
+    let removed = |w: &Option<BTreeMap<String, String>>, h: &Option<BTreeMap<String, String>>| {
+        w.iter()
+            .flatten()
+            .any(|(k, _)| h.as_ref().is_none_or(|h| !h.contains_key(k)))
+    };
+    removed(&want.labels, &have.labels) || removed(&want.annotations, &have.annotations)
+}
+
 fn ours_present(
     want: &Option<BTreeMap<String, String>>,
     have: &Option<BTreeMap<String, String>>,

@@ -320,28 +320,29 @@ pub fn decide<K: Managed>(
     let by = compare::changed_by(have.meta(), naming::FIELD_MANAGER);
     // a change only we made (a spec edit, an expiry) is not drift; a roleRef
     // we never change in place always is
-    let drift = (!by.is_empty() || replace).then(|| {
-        let who = if by.is_empty() {
-            "someone".to_string()
-        } else {
-            by.join(", ")
-        };
-        let fields: Vec<&str> = differences.iter().map(|f| f.as_str()).collect();
-        Drift {
-            kind: K::KIND,
-            namespace: namespace.clone(),
-            name: name.clone(),
-            action: if replace {
-                DriftAction::ReplaceRoleRef
+    let drift = (!by.is_empty() || replace || compare::our_keys_removed(want.meta(), have.meta()))
+        .then(|| {
+            let who = if by.is_empty() {
+                "someone".to_string()
             } else {
-                DriftAction::Revert(differences.clone())
-            },
-            note: format!(
-                "{kind} {namespace}/{name}: {} changed by {who}; reverted",
-                fields.join(", ")
-            ),
-        }
-    });
+                by.join(", ")
+            };
+            let fields: Vec<&str> = differences.iter().map(|f| f.as_str()).collect();
+            Drift {
+                kind: K::KIND,
+                namespace: namespace.clone(),
+                name: name.clone(),
+                action: if replace {
+                    DriftAction::ReplaceRoleRef
+                } else {
+                    DriftAction::Revert(differences.clone())
+                },
+                note: format!(
+                    "{kind} {namespace}/{name}: {} changed by {who}; reverted",
+                    fields.join(", ")
+                ),
+            }
+        });
     if replace {
         Decision::Replace {
             uid: have.meta().uid.clone().unwrap_or_default(),

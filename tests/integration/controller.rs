@@ -337,6 +337,41 @@ async fn drift_is_reverted_and_reported() {
     )
     .await;
 
+    // a label removed: managedFields keeps no trace of who did it, and it is
+    // drift all the same (restored, and told)
+    rbs.patch(
+        &obj,
+        &pp("kubectl-label"),
+        &Patch::<()>::Json(
+            serde_json::from_value(json!([
+                {"op": "remove", "path": "/metadata/labels/teamaccess.dev~1tier"}
+            ]))
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("the removed label to be restored", WAIT, || async {
+        let rb = rbs.get(&obj).await.ok()?;
+        (rb.metadata.labels.as_ref()?.get("teamaccess.dev/tier")? == "Writer").then_some(())
+    })
+    .await;
+    eventually(
+        "a DriftCorrected event for the removed label",
+        WAIT,
+        || async {
+            operator::events(&cluster, &name, "DriftCorrected")
+                .await
+                .iter()
+                .any(|e| {
+                    e.action.as_deref() == Some("RevertLabels")
+                        && e.related.as_ref().and_then(|r| r.kind.as_deref()) == Some("RoleBinding")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
     // roleRef changed: delete and recreate by hand, keeping the ownerReference
     let mut bad = rbs.get(&obj).await.unwrap();
     bad.metadata = ObjectMeta {

@@ -221,6 +221,26 @@ fn a_changed_role_ref_is_replaced_with_the_uid_of_what_we_saw() {
 }
 
 #[test]
+fn a_removed_label_is_drift_even_without_a_trace_in_managed_fields() {
+    let ta = access(false, writer_in(&["a"]));
+    let (mut role, binding) = ours(&ta, "a", Tier::Writer);
+    role.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove("teamaccess.dev/tier");
+    let p = plan_for(&ta, &[namespace("a", false)], &[role], &[binding], &["a"]);
+    let Decision::Apply { drift: Some(d), .. } = &p.grants[0].role else {
+        panic!(
+            "a removed label is restored and reported: {:?}",
+            p.grants[0].role
+        )
+    };
+    assert_eq!(d.action, DriftAction::Revert(vec![Field::Labels]));
+    assert!(d.note.contains("labels changed by someone"), "{}", d.note);
+}
+
+#[test]
 fn a_tier_change_applies_the_role_in_place() {
     let ta = access(false, json!([{"tier": "Admin", "namespaces": ["a"]}]));
     let (role, binding) = ours(&ta, "a", Tier::Reader);
