@@ -29,7 +29,7 @@ impl Verb {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{} {} {namespace}/{name}: {source}", verb.as_str(), kind.as_str())]
+    #[error("{} {} {namespace}/{name}: {}", verb.as_str(), kind.as_str(), readable(source))]
     Api {
         verb: Verb,
         kind: Kind,
@@ -40,13 +40,13 @@ pub enum Error {
     },
     #[error("{what} timed out after {after:?}")]
     Timeout { what: String, after: Duration },
-    #[error("listing {}s: {source}", kind.as_str())]
+    #[error("listing {}s: {}", kind.as_str(), readable(source))]
     List {
         kind: Kind,
         #[source]
         source: kube::Error,
     },
-    #[error("writing status of TeamAccess {name}: {source}")]
+    #[error("writing status of TeamAccess {name}: {}", readable(source))]
     Status {
         name: String,
         #[source]
@@ -81,6 +81,32 @@ impl Error {
         self.api_status()
             .filter(|s| s.is_forbidden() && !namespace_going_away(s))
             .map(|s| s.message.as_str())
+    }
+}
+
+/// A kube error as a person reads it: the API server's message, reason and
+/// code (kube's own Display appends a Debug dump of the whole Status).
+pub fn readable(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => api_message(s),
+        other => other.to_string(),
+    }
+}
+
+/// "message (Reason, code)".
+pub fn api_message(s: &kube::core::Status) -> String {
+    format!("{} ({}, {})", s.message, s.reason, s.code)
+}
+
+/// A watch error as a person reads it.
+pub fn readable_watch(e: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error as W;
+    match e {
+        W::InitialListFailed(e) => format!("initial list failed: {}", readable(e)),
+        W::WatchStartFailed(e) => format!("starting the watch failed: {}", readable(e)),
+        W::WatchError(s) => format!("the API server ended the watch: {}", api_message(s)),
+        W::WatchFailed(e) => format!("the watch failed: {}", readable(e)),
+        other => other.to_string(),
     }
 }
 
@@ -185,6 +211,11 @@ mod tests {
             source: kube::Error::Api(status(403, "Forbidden", "cannot escalate", None).boxed()),
         };
         assert_eq!(e.forbidden_message(), Some("cannot escalate"));
+        // readable: the server's words, reason and code, no Debug dump
+        assert_eq!(
+            e.to_string(),
+            "create Role ns/n: cannot escalate (Forbidden, 403)"
+        );
         assert!(!e.namespace_going_away());
         let t = Error::Timeout {
             what: "apply".into(),

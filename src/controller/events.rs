@@ -182,7 +182,9 @@ pub async fn publish(ctx: &Context, ta: &TeamAccess, notice: Notice) {
         .await;
     match published {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(teamaccess = %ta.name_any(), error = %e, "could not publish event"),
+        Ok(Err(e)) => {
+            warn!(teamaccess = %ta.name_any(), error = %crate::controller::error::readable(&e), "could not publish event")
+        }
         Err(e) => warn!(teamaccess = %ta.name_any(), error = %e, "could not publish event"),
     }
 }

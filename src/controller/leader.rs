@@ -26,7 +26,10 @@ pub struct LeaderElector {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("lease {namespace}/{name}: {source}")]
+#[error(
+    "lease {namespace}/{name}: {}",
+    crate::controller::error::readable(source)
+)]
 pub struct LeaseError {
     namespace: String,
     name: String,

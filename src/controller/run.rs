@@ -118,7 +118,7 @@ where
         .default_backoff()
         .touched_objects()
         .filter_map(|r| async move {
-            r.map_err(|e| warn!(error = %e, "watch failed; retrying"))
+            r.map_err(|e| warn!(error = %crate::controller::error::readable_watch(&e), "watch failed; retrying"))
                 .ok()
         });
     (store, stream)
@@ -242,7 +242,7 @@ pub async fn run(args: Options) -> Result<(), RunError> {
         match discovery::served_groups(&client).await {
             Ok(g) => break g,
             Err(e) => {
-                warn!(error = %e, "discovery failed; retrying");
+                warn!(error = %crate::controller::error::readable(&e), "discovery failed; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -283,7 +283,7 @@ pub async fn run(args: Options) -> Result<(), RunError> {
                                 let _ = refresh.send(());
                             }
                         }
-                        Err(e) => warn!(error = %e, "discovery refresh failed"),
+                        Err(e) => warn!(error = %crate::controller::error::readable(&e), "discovery refresh failed"),
                     }
                 }
             }),
