@@ -25,7 +25,7 @@ use crate::access::status::{self, Observed};
 use crate::access::text::first_and_more;
 use crate::access::tiers::Tier;
 use crate::api::teamaccess::{TeamAccess, TeamAccessStatus};
-use crate::controller::error::Error;
+use crate::controller::error::{Error, readable};
 use crate::controller::{Context, events, grant, revoke};
 
 /// Namespaces worked on at once within one reconcile.
@@ -50,13 +50,27 @@ pub async fn reconcile(ta: Arc<TeamAccess>, ctx: Arc<Context>) -> Result<Action,
         }
     });
     let result = match tokio::time::timeout(deadline, work).await {
-        Ok(r) => r.map_err(|e| match e {
+        Ok(r) => r.or_else(|e| match e {
             kube::runtime::finalizer::Error::ApplyFailed(e)
-            | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-            other => Error::Finalizer {
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => Err(e),
+            // cleaned up, and the object is gone already: that is success
+            kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+                if s.is_not_found() =>
+            {
+                Ok(Action::await_change())
+            }
+            other => Err(Error::Finalizer {
                 name: name.clone(),
-                message: other.to_string(),
-            },
+                message: match &other {
+                    kube::runtime::finalizer::Error::AddFinalizer(e) => {
+                        format!("adding the finalizer: {}", readable(e))
+                    }
+                    kube::runtime::finalizer::Error::RemoveFinalizer(e) => {
+                        format!("removing the finalizer: {}", readable(e))
+                    }
+                    _ => other.to_string(),
+                },
+            }),
         }),
         Err(_) => Err(Error::Timeout {
             what: format!("reconcile of TeamAccess {name}"),
