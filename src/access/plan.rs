@@ -93,9 +93,10 @@ pub enum Decision<K> {
     Create { object: K, drift: Option<Drift> },
     /// Server-side apply of ours over an object we own.
     Apply { object: K, drift: Option<Drift> },
-    /// Delete exactly `uid`, then create `object` (roleRef is immutable).
+    /// Delete exactly the object seen (`old`), then create `object`
+    /// (roleRef is immutable).
     Replace {
-        uid: String,
+        old: Delete,
         object: K,
         drift: Option<Drift>,
     },
@@ -112,14 +113,29 @@ impl<K> Decision<K> {
     }
 }
 
-/// A delete of exactly the object we decided on (UID precondition), so a
-/// newer object at the same name is never hit.
+/// A delete of exactly the object we decided on: UID and resourceVersion
+/// preconditions, so neither a newer object at the same name nor a version
+/// changed since the decision is hit (that is read again and decided afresh).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delete {
     pub kind: Kind,
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    pub resource_version: Option<String>,
+}
+
+impl Delete {
+    /// The delete of the object `meta` describes, as it was seen.
+    pub fn of(kind: Kind, meta: &kube::api::ObjectMeta) -> Self {
+        Delete {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.clone(),
+        }
+    }
 }
 
 /// Grant access in one namespace: the Role, then the RoleBinding.
@@ -261,12 +277,7 @@ fn grant(
     });
     let unbind = binding_have
         .filter(|b| compare::owned_by(&b.metadata, uid))
-        .map(|b| Delete {
-            kind: Kind::RoleBinding,
-            namespace: target.namespace.clone(),
-            name: b.metadata.name.clone().unwrap_or_default(),
-            uid: b.metadata.uid.clone().unwrap_or_default(),
-        });
+        .map(|b| Delete::of(Kind::RoleBinding, &b.metadata));
     let role = decide(uid, role_want, role_have, mode, history);
     let binding = (!matches!(role, Decision::Conflict(_)))
         .then(|| decide(uid, binding_want, binding_have, mode, history));
@@ -345,22 +356,22 @@ pub fn decide<K: Managed>(
         });
     if replace {
         Decision::Replace {
-            uid: have.meta().uid.clone().unwrap_or_default(),
+            old: Delete::of(K::KIND, have.meta()),
             object: want,
             drift,
         }
     } else {
-        Decision::Apply {
-            object: want,
-            drift,
-        }
+        // the version the decision was made on: the API server refuses the
+        // apply (409) if the object changed since, even with force
+        let mut object = want;
+        object.meta_mut().resource_version = have.meta().resource_version.clone();
+        Decision::Apply { object, drift }
     }
 }
 
 /// Wherever we hold objects but should not: every target not to be applied
 /// (expired, protected, ...), and namespaces no grant reaches any more.
 fn revocations(inputs: &Inputs<'_>, uid: &str) -> Vec<RevokePlan> {
-    let object_name = naming::object_name(&inputs.access.name_any());
     let mut revoke_in: BTreeMap<&str, Option<&Target>> = inputs
         .desired
         .targets
@@ -395,12 +406,7 @@ fn revocations(inputs: &Inputs<'_>, uid: &str) -> Vec<RevokePlan> {
             let mut deletes = Vec::new();
             if !terminating {
                 let delete = |kind: Kind, meta: &kube::api::ObjectMeta| {
-                    ours(meta).then(|| Delete {
-                        kind,
-                        namespace: ns.to_string(),
-                        name: object_name.clone(),
-                        uid: meta.uid.clone().unwrap_or_default(),
-                    })
+                    ours(meta).then(|| Delete::of(kind, meta))
                 };
                 deletes.extend(
                     (inputs.existing.bindings.get(ns))

@@ -12,6 +12,9 @@ use crate::controller::error::Error;
 use crate::controller::writes::Created;
 use crate::controller::{Cached, Context};
 
+/// Fresh reads after a conflict before the namespace waits for the next reconcile.
+const MAX_REREADS: usize = 2;
+
 pub async fn grant(ctx: &Context, uid: &str, plan: GrantPlan) -> NamespaceOutcome {
     let target = Target {
         namespace: plan.namespace.clone(),
@@ -59,6 +62,7 @@ async fn perform<K: Cached>(
     out: &mut NamespaceOutcome,
 ) -> bool {
     let mut decision = decision;
+    let mut rereads = 0;
     loop {
         let result = match decision {
             Decision::Keep | Decision::HoldBack => return true,
@@ -84,12 +88,30 @@ async fn perform<K: Cached>(
                 }
                 Err(e) => Err(e),
             },
-            Decision::Apply { object, drift } => ctx.writes.apply(&object).await.map(|()| drift),
-            Decision::Replace {
-                uid: old,
-                object,
-                drift,
-            } => ctx.writes.replace(&old, &object).await.map(|()| drift),
+            Decision::Apply { object, drift } => match ctx.writes.apply(&object).await {
+                // changed since we decided (our cache was behind, or someone
+                // wrote): read it again and decide on what is there now
+                Err(e)
+                    if e.api_status().is_some_and(|s| s.is_conflict()) && rereads < MAX_REREADS =>
+                {
+                    rereads += 1;
+                    let (ns, name) = (out.status.name.clone(), object.meta().name.clone());
+                    match ctx.writes.get::<K>(&ns, &name.unwrap_or_default()).await {
+                        Ok(found) => {
+                            let mut want = object;
+                            want.meta_mut().resource_version = None;
+                            decision =
+                                plan::decide(uid, want, Some(&found), Mode::Active, History::New);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other.map(|()| drift),
+            },
+            Decision::Replace { old, object, drift } => {
+                ctx.writes.replace(&old, &object).await.map(|()| drift)
+            }
         };
         return match result {
             Ok(drift) => {

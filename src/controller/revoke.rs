@@ -60,12 +60,7 @@ async fn delete_all_owned<K: Managed>(
         if !compare::ours_for_cleanup(meta, uid, object_name) {
             continue;
         }
-        let delete = Delete {
-            kind: K::KIND,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone().unwrap_or_default(),
-        };
+        let delete = Delete::of(K::KIND, meta);
         deleted += ctx.writes.delete_exact(&delete).await? as usize;
     }
     Ok(deleted)

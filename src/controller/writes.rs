@@ -123,16 +123,9 @@ impl Writes {
         .map(|_| ())
     }
 
-    /// roleRef cannot change in place: delete exactly `uid`, create ours.
-    pub async fn replace<K: Managed>(&self, uid: &str, object: &K) -> Result<(), Error> {
-        let (ns, name) = names(object);
-        let delete = Delete {
-            kind: K::KIND,
-            namespace: ns,
-            name,
-            uid: uid.to_string(),
-        };
-        self.delete_exact(&delete).await?;
+    /// roleRef cannot change in place: delete exactly the object seen, create ours.
+    pub async fn replace<K: Managed>(&self, old: &Delete, object: &K) -> Result<(), Error> {
+        self.delete_exact(old).await?;
         match self.create(object).await? {
             Created::Created => Ok(()),
             // someone created another object at our name in between: the
@@ -155,7 +148,7 @@ impl Writes {
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(d.uid.clone()),
-                resource_version: None,
+                resource_version: d.resource_version.clone(),
             }),
             ..Default::default()
         };
@@ -171,11 +164,18 @@ impl Writes {
         {
             Ok(_) => Ok(true),
             Err(e)
-                if e.api_status()
-                    .is_some_and(|s| s.is_not_found() || s.is_conflict())
-                    || e.namespace_going_away() =>
+                if e.api_status().is_some_and(|s| s.is_not_found()) || e.namespace_going_away() =>
             {
                 Ok(false)
+            }
+            // a precondition failed: another object at the name is not ours
+            // to delete; the same object in a newer version must be decided
+            // on again, so the conflict stands and the namespace is retried
+            Err(e) if e.api_status().is_some_and(|s| s.is_conflict()) => {
+                match api.get_opt(&d.name).await {
+                    Ok(Some(now)) if now.meta().uid.as_deref() == Some(d.uid.as_str()) => Err(e),
+                    _ => Ok(false),
+                }
             }
             Err(e) => Err(e),
         }

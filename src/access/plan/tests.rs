@@ -209,14 +209,14 @@ fn a_changed_role_ref_is_replaced_with_the_uid_of_what_we_saw() {
     };
     let p = plan_for(&ta, &[namespace("a", false)], &[role], &[binding], &["a"]);
     let Some(Decision::Replace {
-        uid,
+        old,
         drift: Some(d),
         ..
     }) = &p.grants[0].binding
     else {
         panic!("roleRef cannot change in place: {:?}", p.grants[0].binding)
     };
-    assert_eq!(uid, "b-a");
+    assert_eq!(old.uid, "b-a");
     assert_eq!(d.action, DriftAction::ReplaceRoleRef);
 }
 
@@ -238,6 +238,38 @@ fn a_removed_label_is_drift_even_without_a_trace_in_managed_fields() {
     };
     assert_eq!(d.action, DriftAction::Revert(vec![Field::Labels]));
     assert!(d.note.contains("labels changed by someone"), "{}", d.note);
+}
+
+#[test]
+fn every_write_to_an_existing_object_carries_the_version_it_was_decided_on() {
+    let ta = access(false, json!([{"tier": "Admin", "namespaces": ["a"]}]));
+    let (mut role, mut binding) = ours(&ta, "a", Tier::Reader);
+    role.metadata.resource_version = Some("41".into());
+    binding.metadata.resource_version = Some("42".into());
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false)],
+        &[role.clone()],
+        &[binding.clone()],
+        &["a"],
+    );
+    let Decision::Apply { object, .. } = &p.grants[0].role else {
+        panic!("{:?}", p.grants[0].role)
+    };
+    assert_eq!(object.metadata.resource_version.as_deref(), Some("41"));
+    // revocation: UID and resourceVersion preconditions
+    let gone = access(false, json!([{"tier": "Admin", "namespaces": ["b"]}]));
+    let p = plan_for(&gone, &[namespace("a", false)], &[role], &[binding], &[]);
+    let versions: Vec<_> = (p.revocations[0].deletes.iter())
+        .map(|d| (d.uid.as_str(), d.resource_version.as_deref()))
+        .collect();
+    assert_eq!(versions, [("b-a", Some("42")), ("r-a", Some("41"))]);
+    // a create carries none: there is nothing to be stale about
+    let p = plan_for(&ta, &[namespace("a", false)], &[], &[], &[]);
+    let Decision::Create { object, .. } = &p.grants[0].role else {
+        panic!("{:?}", p.grants[0].role)
+    };
+    assert_eq!(object.metadata.resource_version, None);
 }
 
 #[test]
