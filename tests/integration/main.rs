@@ -7,6 +7,7 @@ mod config;
 mod controller;
 mod gitops;
 mod ha;
+mod helm;
 mod operator;
 mod rig;
 mod support;
