@@ -26,10 +26,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-## crds: regenerate crds/ from the TeamAccess type, and its copy for kustomize in config/crd/
+## crds: regenerate crds/ from the TeamAccess type, and its copies for kustomize (config/crd/) and Helm (charts/teamaccess/crds/)
 crds:
 	cargo run -q -- crd > crds/teamaccess.dev_teamaccesses.yaml
 	cp crds/teamaccess.dev_teamaccesses.yaml config/crd/teamaccess.dev_teamaccesses.yaml
+	cp crds/teamaccess.dev_teamaccesses.yaml charts/teamaccess/crds/teamaccess.dev_teamaccesses.yaml
 
 ## control-plane: build (or find cached) kube-apiserver, controller-manager, kubectl, etcd
 control-plane:

@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# the Helm chart tests run the real helm CLI (built once into the cache)
+TEAMACCESS_HELM=$(hack/tool-helm.sh)
+export TEAMACCESS_HELM
+
 dir=$(mktemp -d "${TMPDIR:-/tmp}/teamaccess-test.XXXXXX")
 cleanup() {
   local rc=$?

@@ -8,6 +8,7 @@ mod controller;
 mod gitops;
 mod ha;
 mod harness;
+mod helm;
 mod revocation;
 
 use harness::{operator, support};
