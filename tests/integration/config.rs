@@ -2,9 +2,8 @@
 //! real API server: config/default applies, the operator's Pod passes the
 //! "restricted" Pod Security Standard, and the RBAC names everything it grants.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -50,28 +49,12 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
 
 fn kubectl_output(args: &[&str], stdin: Option<&str>) -> Output {
     let kubectl = env_var(ENV_KUBECTL);
-    let mut child = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(env_var(ENV_KUBECONFIG))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {kubectl}: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .expect("writing to kubectl");
-    }
-    child.wait_with_output().expect("waiting for kubectl")
+    let kubeconfig = env_var(ENV_KUBECONFIG);
+    let all: Vec<&str> = ["--kubeconfig", kubeconfig.as_str()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    support::run_tool(&kubectl, &all, stdin)
 }
 
 /// `kubectl kustomize config/<dir>`, as JSON values.

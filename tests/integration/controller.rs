@@ -175,15 +175,7 @@ async fn each_tier_gives_exactly_what_the_spec_says() {
     let a = a_owned;
 
     // and for real: a member of the group tries to bind cluster-admin in its namespace
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    config.auth_info.impersonate = Some("someone@example.com".into());
-    config.auth_info.impersonate_groups = Some(vec![G.into(), "system:authenticated".into()]);
-    let member = kube::Client::try_from(config).unwrap();
+    let member = support::member_of(&cluster, "someone@example.com", &[G]).await;
     let escalation = RoleBinding {
         metadata: ObjectMeta {
             name: Some("make-me-admin".into()),

@@ -1,9 +1,8 @@
 //! The Helm chart in charts/teamaccess, with the real helm CLI
 //! (TEAMACCESS_HELM, built by hack/tool-helm.sh) against the test control plane.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -28,26 +27,7 @@ fn env_var(var: &str, how: &str) -> String {
 }
 
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    support::run_tool(program, args, stdin)
 }
 
 /// Runs helm (as the test control plane's admin); returns its output.

@@ -9,23 +9,11 @@ use kube::api::Api;
 use serde_json::json;
 
 use crate::operator::{self, Operator, condition, ready, status_until};
-use crate::support::{self, Cluster, can, eventually};
+use crate::support::{self, can, eventually};
 
 /// The Reader group, and the Admin group of the same namespace.
 const READERS: &str = "6c1b7f2a-0d4e-4b8a-9e3f-2a1b0c9d8e7f";
 const ADMINS: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
-
-async fn member_of(cluster: &Cluster, group: &str) -> kube::Client {
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    config.auth_info.impersonate = Some("mallory@example.com".into());
-    config.auth_info.impersonate_groups = Some(vec![group.into(), "system:authenticated".into()]);
-    kube::Client::try_from(config).unwrap()
-}
 
 #[tokio::test]
 async fn our_binding_never_grants_a_role_someone_took_over() {
@@ -48,7 +36,7 @@ async fn our_binding_never_grants_a_role_someone_took_over() {
 
     // an Admin-tier member takes the Reader team's Role over: drops our owner
     // reference and adds a rule it holds itself (so no escalate is needed)
-    let member = member_of(&cluster, ADMINS).await;
+    let member = support::member_of(&cluster, "mallory@example.com", &[ADMINS]).await;
     let roles: Api<Role> = Api::namespaced(member, &ns);
     let role_name = teamaccess::access::naming::object_name(&readers);
     let taken = Timestamp::now();

@@ -302,3 +302,49 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs `program` with `args`, feeding it `stdin`; its whole output.
+pub fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("writing to {program}: {e}"));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {program}: {e}"))
+}
+
+/// A client acting as `user` in `groups` (and `system:authenticated`), by
+/// impersonation: a member of an Entra group, as the API server sees one.
+pub async fn member_of(cluster: &Cluster, user: &str, groups: &[&str]) -> Client {
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info.impersonate = Some(user.into());
+    config.auth_info.impersonate_groups = Some(
+        (groups.iter().map(|g| g.to_string()))
+            .chain(["system:authenticated".to_string()])
+            .collect(),
+    );
+    Client::try_from(config).unwrap()
+}
