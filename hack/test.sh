@@ -6,6 +6,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# --- tools the tests need, installed or built here (not by hand) ---------
+# openssl: hack/control-plane.sh makes the control plane's certificates.
+# glua (Argo CD's Lua) and promtool: built once into the tool cache.
+hack/ensure-commands.sh openssl
+TEAMACCESS_GLUA=$(hack/tool-glua.sh)
+TEAMACCESS_PROMTOOL=$(hack/tool-promtool.sh)
+export TEAMACCESS_GLUA TEAMACCESS_PROMTOOL
+# --- end of tools ---------------------------------------------------------
+
 dir=$(mktemp -d "${TMPDIR:-/tmp}/teamaccess-test.XXXXXX")
 cleanup() {
   local rc=$?
