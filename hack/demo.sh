@@ -17,6 +17,8 @@ if [ "${1:-}" = down ]; then
   exit 0
 fi
 
+# openssl: hack/control-plane.sh makes the control plane's certificates
+hack/ensure-commands.sh openssl
 cargo build --quiet
 [ -f "$DIR/pids" ] && { DIR=$(cd "$DIR" && pwd); stop_operator; hack/control-plane.sh down "$DIR"; }
 rm -rf "$DIR" && mkdir -p "$DIR" && DIR=$(cd "$DIR" && pwd)

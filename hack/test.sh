@@ -6,9 +6,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# the Helm chart tests run the real helm CLI (built once into the cache)
+# --- tools the tests need, installed or built here (not by hand) ---------
+# openssl: hack/control-plane.sh makes the control plane's certificates.
+# glua (Argo CD's Lua), promtool and helm: built once into the tool cache.
+hack/ensure-commands.sh openssl
+TEAMACCESS_GLUA=$(hack/tool-glua.sh)
+TEAMACCESS_PROMTOOL=$(hack/tool-promtool.sh)
 TEAMACCESS_HELM=$(hack/tool-helm.sh)
-export TEAMACCESS_HELM
+export TEAMACCESS_GLUA TEAMACCESS_PROMTOOL TEAMACCESS_HELM
+# --- end of tools ---------------------------------------------------------
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/teamaccess-test.XXXXXX")
 cleanup() {

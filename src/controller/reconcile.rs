@@ -206,12 +206,17 @@ impl Done {
         }
     }
 
-    /// One line per reconcile, and the managed-object gauges.
+    /// One line per reconcile, and the gauges: managed objects, this
+    /// TeamAccess's conditions and its nearest grant expiry.
     fn log(&self, ctx: &Context, ta: &TeamAccess, status: &TeamAccessStatus, status_written: bool) {
         (ctx.metrics).set_managed(
             ctx.caches.roles.state().len(),
             ctx.caches.bindings.state().len(),
         );
+        let name = ta.name_any();
+        ctx.metrics.set_conditions(&name, &status.conditions);
+        ctx.metrics
+            .set_grant_expiry(&name, nearest_expiry(ta, Timestamp::now()));
         let ready = status.conditions.iter().find(|c| c.type_ == status::READY);
         info!(
             teamaccess = %ta.name_any(),
@@ -281,6 +286,15 @@ async fn write_status(
     Ok(true)
 }
 
+/// The nearest `validUntil` still ahead, for the expiry gauge (alerts on
+/// grants about to end).
+pub fn nearest_expiry(ta: &TeamAccess, now: Timestamp) -> Option<Timestamp> {
+    (ta.spec.grants.iter())
+        .filter_map(|g| g.valid_until.as_ref().map(|t| t.0))
+        .filter(|t| *t > now)
+        .min()
+}
+
 /// When to come back: at the next validity boundary, sooner after errors,
 /// else at the resync period.
 pub fn requeue_after(
@@ -310,6 +324,7 @@ async fn cleanup(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
     let (name, uid) = (ta.name_any(), ta.uid().unwrap_or_default());
     let deleted = revoke::cleanup(ctx, &name, &uid).await?;
     ctx.memory.forget(&uid);
+    ctx.metrics.forget(&name);
     info!(teamaccess = %name, deleted, "cleaned up");
     Ok(Action::await_change())
 }
@@ -326,6 +341,30 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_expiry_gauge_shows_the_nearest_validuntil_ahead() {
+        let ta = crate::api::fixtures::teamaccess(
+            "x",
+            serde_json::json!([
+                {"tier": "Admin", "namespaces": ["a"], "validUntil": "2026-01-01T00:00:00Z"},
+                {"tier": "Admin", "namespaces": ["b"], "validUntil": "2026-03-01T00:00:00Z"},
+                {"tier": "Writer", "namespaces": ["c"], "validUntil": "2026-02-01T00:00:00Z"},
+                {"tier": "Reader", "namespaces": ["d"]}
+            ]),
+            false,
+        );
+        let at = |s: &str| -> Timestamp { s.parse().unwrap() };
+        assert_eq!(
+            nearest_expiry(&ta, at("2025-12-01T00:00:00Z")),
+            Some(at("2026-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            nearest_expiry(&ta, at("2026-01-15T00:00:00Z")),
+            Some(at("2026-02-01T00:00:00Z"))
+        );
+        assert_eq!(nearest_expiry(&ta, at("2026-03-01T00:00:00Z")), None);
     }
 
     #[test]
