@@ -300,3 +300,111 @@ async fn install_then_upgrade_changes_the_deployment() {
     helm(&["uninstall", &release, "-n", &ns]);
     kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
 }
+
+/// The operator, out of cluster, under the ServiceAccount and RBAC that the
+/// chart installed (and nothing else), reconciles a TeamAccess.
+#[tokio::test]
+async fn operator_under_the_charts_service_account_reconciles() {
+    use std::time::Duration;
+
+    use kube::api::{Api, DeleteParams, Patch, PatchParams};
+    use teamaccess::crd::TeamAccess;
+
+    let cluster = support::cluster().await;
+    crate::operator::install(&cluster).await;
+    let release = support::unique("helm-op");
+    let ns = release.clone();
+    helm(&[
+        "install",
+        &release,
+        &chart(),
+        "-n",
+        &ns,
+        "--create-namespace",
+        "--skip-crds",
+    ]);
+    let sa = kubectl(
+        &[
+            "-n",
+            &ns,
+            "get",
+            "deployment",
+            "-l",
+            &format!("app.kubernetes.io/instance={release}"),
+            "-o",
+            "jsonpath={.items[0].spec.template.spec.serviceAccountName}",
+        ],
+        None,
+    );
+    assert!(!sa.is_empty(), "the Deployment names no ServiceAccount");
+    let kubeconfig =
+        support::service_account_kubeconfig(&cluster, &ns, &sa, Duration::from_secs(3600)).await;
+    let log = kubeconfig.with_extension("log");
+    // killed however the test ends, so no operator outlives a failed run
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_teamaccess"))
+        .args(["run", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--selector",
+            &format!("{}={release}", crate::operator::TEST_LABEL),
+        ])
+        .args(["--http-address", "127.0.0.1:0", "--log-format", "json"])
+        // as in the Pod: the lease is in the release namespace
+        .env("POD_NAMESPACE", &ns)
+        .env("POD_NAME", format!("{release}-0"))
+        .env("RUST_LOG", "info,kube=warn")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting teamaccess run");
+    let child = Killed(child);
+
+    let target = support::namespace(&cluster.client, "helm-target", &[]).await;
+    let group = "6a1e4c1f-2b3d-4e5f-8a9b-0c1d2e3f4a5b";
+    let name = release.clone();
+    let body = serde_json::json!({
+        "apiVersion": "teamaccess.dev/v1alpha1",
+        "kind": "TeamAccess",
+        "metadata": {"name": name, "labels": {crate::operator::TEST_LABEL: release}},
+        "spec": {"groups": [{"id": group}], "grants": [{"tier": "Writer", "namespaces": [target]}]},
+    });
+    let api = Api::<TeamAccess>::all(cluster.client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("kubectl").force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .unwrap();
+    crate::operator::ready(&cluster, &name, "Applied").await;
+    assert!(
+        support::can(
+            &cluster.client,
+            group,
+            "create",
+            "deployments.apps",
+            &target
+        )
+        .await,
+        "the group cannot create Deployments in {target} after Ready"
+    );
+    // the lease was taken in the release namespace, through the chart's Role
+    kubectl(&["-n", &ns, "get", "lease", "teamaccess"], None);
+
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    support::eventually("the TeamAccess to be gone", Duration::from_secs(60), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move { matches!(api.get_opt(&name).await, Ok(None)).then_some(()) }
+    })
+    .await;
+    drop(child);
+    helm(&["uninstall", &release, "-n", &ns]);
+    kubectl(&["delete", "namespace", &ns, &target, "--wait=false"], None);
+}
