@@ -51,4 +51,7 @@ for name in openssl; do
 done
 
 echo "[ci-minimal-path] PATH=$farm ($(ls "$farm" | wc -l) commands)" >&2
-PATH=$farm exec "$@"
+# not exec: the EXIT trap removes the farm afterwards
+rc=0
+PATH=$farm "$@" || rc=$?
+exit "$rc"
