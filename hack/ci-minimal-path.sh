@@ -24,8 +24,10 @@ sys_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 link() { # name, found on the caller's PATH and then the system's
   local name=$1 target
-  target=$(PATH="$PATH:$sys_path" command -v "$name" 2>/dev/null) || return 0
-  case $target in /*) ln -sf "$target" "$farm/$name" ;; esac
+  # type -P: the file on PATH, also for names that are shell builtins (kill,
+  # echo), since programs other than bash run the file
+  target=$(PATH="$PATH:$sys_path" type -P "$name" 2>/dev/null) || return 0
+  ln -sf "$target" "$farm/$name"
 }
 
 base=(bash sh grep egrep fgrep sed awk find xargs tar gzip gunzip zcat make
@@ -49,4 +51,7 @@ for name in openssl; do
 done
 
 echo "[ci-minimal-path] PATH=$farm ($(ls "$farm" | wc -l) commands)" >&2
-PATH=$farm exec "$@"
+# not exec: the EXIT trap removes the farm afterwards
+rc=0
+PATH=$farm "$@" || rc=$?
+exit "$rc"

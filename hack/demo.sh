@@ -25,7 +25,7 @@ rm -rf "$DIR" && mkdir -p "$DIR" && DIR=$(cd "$DIR" && pwd)
 # shellcheck disable=SC1090
 . "$(hack/control-plane.sh up "$DIR")"
 install_operator
-start_operator target/debug/teamaccess 18080
+start_operator "${CARGO_TARGET_DIR:-target}/debug/teamaccess" 18080
 
 kubectl apply -f config/samples/namespaces.yaml >/dev/null
 kubectl apply -k config/samples
