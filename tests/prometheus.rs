@@ -108,6 +108,24 @@ fn prometheusrule_carries_the_groups_of_rules_yaml() {
     );
 }
 
+#[test]
+fn the_helm_chart_ships_the_same_rules() {
+    let chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/teamaccess/files/rules.yaml"
+    ))
+    .unwrap();
+    let plain = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/prometheus/rules.yaml"
+    ))
+    .unwrap();
+    assert!(
+        chart == plain,
+        "charts/teamaccess/files/rules.yaml differs from config/prometheus/rules.yaml: copy it"
+    );
+}
+
 /// Series names the operator can export, from the `# TYPE` lines of its
 /// encoded registry (counters there lack `_total`). prometheus-client leaves
 /// out a labelled family with no series yet, so every setter is called once.

@@ -2,7 +2,7 @@
 //! (TEAMACCESS_HELM, built by hack/tool-helm.sh) against the test control plane.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -308,7 +308,7 @@ async fn operator_under_the_charts_service_account_reconciles() {
     use std::time::Duration;
 
     use kube::api::{Api, DeleteParams, Patch, PatchParams};
-    use teamaccess::crd::TeamAccess;
+    use teamaccess::api::teamaccess::TeamAccess;
 
     let cluster = support::cluster().await;
     crate::operator::install(&cluster).await;
