@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use serde_json::json;
 
-use crate::operator::{self, Operator, condition, ready, status_until};
+use crate::operator::{self, Operator, condition, status_until};
 use crate::support::{self, can, eventually};
 
 /// The Reader group, and the Admin group of the same namespace.
@@ -22,11 +22,8 @@ async fn our_binding_never_grants_a_role_someone_took_over() {
     let ns = support::namespace(&cluster.client, "takeover", &[]).await;
     let readers = format!("readers-{}", op.id);
     let admins = format!("admins-{}", op.id);
-    let grant = |group: &str, tier: &str| json!({"groups": [{"id": group}], "grants": [{"tier": tier, "namespaces": [ns]}]});
-    operator::apply(&cluster, &op, &readers, grant(READERS, "Reader")).await;
-    operator::apply(&cluster, &op, &admins, grant(ADMINS, "Admin")).await;
-    ready(&cluster, &readers, "Applied").await;
-    ready(&cluster, &admins, "Applied").await;
+    operator::grant(&cluster, &op, &readers, READERS, "Reader", &ns).await;
+    operator::grant(&cluster, &op, &admins, ADMINS, "Admin", &ns).await;
     let c = &cluster.client;
     eventually("Reader access", Duration::from_secs(30), || async {
         can(c, READERS, "list", "pods", &ns).await.then_some(())
@@ -102,14 +99,7 @@ async fn deleting_with_cascade_orphan_still_ends_access() {
     let mut op = Operator::start(&cluster, "orphan", &[]).await;
     let ns = support::namespace(&cluster.client, "orphan", &[]).await;
     let name = format!("orphan-{}", op.id);
-    operator::apply(
-        &cluster,
-        &op,
-        &name,
-        json!({"groups": [{"id": READERS}], "grants": [{"tier": "Writer", "namespaces": [ns]}]}),
-    )
-    .await;
-    ready(&cluster, &name, "Applied").await;
+    operator::grant(&cluster, &op, &name, READERS, "Writer", &ns).await;
     let c = &cluster.client;
     eventually("Writer access", Duration::from_secs(30), || async {
         can(c, READERS, "create", "deployments.apps", &ns)
