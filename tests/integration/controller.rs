@@ -562,15 +562,7 @@ async fn deleting_a_teamaccess_removes_what_it_made_and_nothing_else() {
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the TeamAccess to be gone", WAIT, || async {
-        operator::teamaccesses(&cluster)
-            .get_opt(&name)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    operator::gone(&cluster, &name).await;
     for ns in [&ns1, &ns2] {
         assert!(
             roles(&cluster, ns)

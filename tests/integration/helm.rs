@@ -240,13 +240,11 @@ async fn template_is_accepted_by_the_api_server_and_rbac_is_config_rbac() {
     ));
 }
 
-#[tokio::test]
-async fn install_then_upgrade_changes_the_deployment() {
-    let cluster = support::cluster().await;
-    crate::operator::install(&cluster).await;
-    let release = support::unique("helm-rel");
+/// `helm install` of the chart as a unique release in a namespace of its own.
+/// The harness installs the CRD for every test, so a release must not own it.
+fn install_release(prefix: &str) -> (String, String) {
+    let release = support::unique(prefix);
     let ns = release.clone();
-    // the harness installs the CRD for every test; a release must not own it
     helm(&[
         "install",
         &release,
@@ -256,6 +254,14 @@ async fn install_then_upgrade_changes_the_deployment() {
         "--create-namespace",
         "--skip-crds",
     ]);
+    (release, ns)
+}
+
+#[tokio::test]
+async fn install_then_upgrade_changes_the_deployment() {
+    let cluster = support::cluster().await;
+    crate::operator::install(&cluster).await;
+    let (release, ns) = install_release("helm-rel");
     let deployment = |field: &str| {
         kubectl(
             &[
@@ -312,17 +318,7 @@ async fn operator_under_the_charts_service_account_reconciles() {
 
     let cluster = support::cluster().await;
     crate::operator::install(&cluster).await;
-    let release = support::unique("helm-op");
-    let ns = release.clone();
-    helm(&[
-        "install",
-        &release,
-        &chart(),
-        "-n",
-        &ns,
-        "--create-namespace",
-        "--skip-crds",
-    ]);
+    let (release, ns) = install_release("helm-op");
     let sa = kubectl(
         &[
             "-n",

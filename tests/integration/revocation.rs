@@ -151,15 +151,7 @@ async fn deleting_with_cascade_orphan_still_ends_access() {
     let back = Operator::spawn(&cluster, &op.id, &format!("{}-b", op.id), &[]).await;
     back.wait_for_log("the operator to lead", "leading: reconciling")
         .await;
-    eventually("the TeamAccess gone", Duration::from_secs(60), || async {
-        operator::teamaccesses(&cluster)
-            .get_opt(&name)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    operator::gone(&cluster, &name).await;
     assert!(bindings.get_opt(&object).await.unwrap().is_none());
     assert!(roles.get_opt(&object).await.unwrap().is_none());
     eventually("access ended", Duration::from_secs(30), || async {

@@ -433,3 +433,17 @@ pub async fn event_with(cluster: &Cluster, name: &str, reason: &str, needle: &st
     )
     .await
 }
+
+/// Waits until TeamAccess `name` no longer exists (its finalizer has run).
+pub async fn gone(cluster: &Cluster, name: &str) {
+    let api = teamaccesses(cluster);
+    support::eventually(
+        &format!("TeamAccess {name} to be gone"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.unwrap().is_none().then_some(()) }
+        },
+    )
+    .await;
+}
