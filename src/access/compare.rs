@@ -80,12 +80,28 @@ pub trait Managed:
     const KIND: Kind;
     /// The parts of `have` that differ from `want`; empty when it matches.
     fn differences(want: &Self, have: &Self) -> Vec<Field>;
+    /// What we may write while suspended: `want` cut down so it grants no
+    /// more than `have` does (and, built from `want`, no more than the spec
+    /// does now). None when nothing would be left.
+    fn narrowed(want: Self, have: &Self) -> Option<Self>;
 }
 
 impl Managed for Role {
     const KIND: Kind = Kind::Role;
     fn differences(want: &Self, have: &Self) -> Vec<Field> {
         role_differences(want, have)
+    }
+    fn narrowed(mut want: Self, have: &Self) -> Option<Self> {
+        let rules = narrowed_rules(
+            want.rules.as_deref().unwrap_or_default(),
+            have.rules.as_deref().unwrap_or_default(),
+        );
+        if rules.is_empty() {
+            return None;
+        }
+        want.rules = Some(rules);
+        keep_tier_label(&mut want.metadata, &have.metadata);
+        Some(want)
     }
 }
 
@@ -94,6 +110,114 @@ impl Managed for RoleBinding {
     fn differences(want: &Self, have: &Self) -> Vec<Field> {
         binding_differences(want, have)
     }
+    fn narrowed(mut want: Self, have: &Self) -> Option<Self> {
+        // another roleRef grants rules we never chose: nothing of it is ours to keep
+        if want.role_ref != have.role_ref {
+            return None;
+        }
+        let held: Vec<_> = have
+            .subjects
+            .iter()
+            .flatten()
+            .map(normalize_subject)
+            .collect();
+        let subjects: Vec<Subject> = (want.subjects.take().into_iter().flatten())
+            .filter(|s| held.contains(&normalize_subject(s)))
+            .collect();
+        if subjects.is_empty() {
+            return None;
+        }
+        want.subjects = Some(subjects);
+        keep_tier_label(&mut want.metadata, &have.metadata);
+        Some(want)
+    }
+}
+
+/// While suspended the rules may stay those of the old tier: the tier label
+/// keeps saying which (ours is restored if removed; it is a hint, not access).
+fn keep_tier_label(want: &mut ObjectMeta, have: &ObjectMeta) {
+    use crate::access::naming::LABEL_TIER;
+    if let (Some(w), Some(tier)) = (
+        want.labels.as_mut(),
+        have.labels.as_ref().and_then(|h| h.get(LABEL_TIER)),
+    ) {
+        w.insert(LABEL_TIER.to_string(), tier.clone());
+    }
+}
+
+/// Whether `rule` allows `verb` on `resource` in `group` (for the names
+/// given; none means every name), with RBAC's wildcards.
+fn allows(rule: &PolicyRule, group: &str, resource: &str, verb: &str, names: &[String]) -> bool {
+    let has =
+        |list: &Option<Vec<String>>, v: &str| list.iter().flatten().any(|x| x == "*" || x == v);
+    let resource_matches = rule.resources.iter().flatten().any(|r| {
+        r == "*"
+            || r == resource
+            || resource
+                .split_once('/')
+                .is_some_and(|(_, sub)| r.strip_prefix("*/") == Some(sub))
+    });
+    let names_match = match rule.resource_names.as_deref() {
+        None | Some([]) => true,
+        Some(allowed) => !names.is_empty() && names.iter().all(|n| allowed.contains(n)),
+    };
+    has(&rule.api_groups, group)
+        && resource_matches
+        && rule.verbs.iter().any(|v| v == "*" || v == verb)
+        && names_match
+}
+
+/// Whether every permission `rule` spells out is allowed by one of `by`.
+/// Wildcards in `rule` are taken literally, so a `*` is covered only by a `*`.
+fn covered(rule: &PolicyRule, by: &[PolicyRule]) -> bool {
+    if rule.resources.as_ref().is_none_or(Vec::is_empty) {
+        // non-resource rules (not valid in a Role): only the same rule covers it
+        return by.iter().any(|b| normalize_rule(b) == normalize_rule(rule));
+    }
+    let names = rule.resource_names.as_deref().unwrap_or_default();
+    (rule.api_groups.iter().flatten()).all(|g| {
+        (rule.resources.iter().flatten())
+            .all(|r| (rule.verbs.iter()).all(|v| by.iter().any(|b| allows(b, g, r, v, names))))
+    })
+}
+
+/// The rules of `want` that `have` also grants, so the result is never
+/// wider than either. When `have` is already within `want` it is kept as it
+/// is (no rewrite of an equal grant); otherwise each rule of `want` keeps
+/// what `have` covers, split per group and resource where only part is.
+pub fn narrowed_rules(want: &[PolicyRule], have: &[PolicyRule]) -> Vec<PolicyRule> {
+    if have.iter().all(|h| covered(h, want)) {
+        return have.to_vec();
+    }
+    let mut out = Vec::new();
+    for rule in want {
+        if covered(rule, have) {
+            out.push(rule.clone());
+            continue;
+        }
+        if rule.resources.as_ref().is_none_or(Vec::is_empty) {
+            continue;
+        }
+        let names = rule.resource_names.as_deref().unwrap_or_default();
+        for g in rule.api_groups.iter().flatten() {
+            for r in rule.resources.iter().flatten() {
+                let verbs: Vec<String> = (rule.verbs.iter())
+                    .filter(|v| have.iter().any(|h| allows(h, g, r, v, names)))
+                    .cloned()
+                    .collect();
+                if !verbs.is_empty() {
+                    out.push(PolicyRule {
+                        api_groups: Some(vec![g.clone()]),
+                        resources: Some(vec![r.clone()]),
+                        verbs,
+                        resource_names: rule.resource_names.clone(),
+                        non_resource_urls: None,
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether `uid` is the controller owner of `meta`. Ownership is this and

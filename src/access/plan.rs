@@ -13,7 +13,11 @@
 //!   and plans that object again);
 //! - a roleRef cannot change in place: the binding is replaced (delete with a
 //!   UID precondition, then create);
-//! - suspended, nothing is created or updated;
+//! - suspended, nothing is created and nothing widens, but what the spec no
+//!   longer grants is taken away: an object we own is cut down to what both
+//!   it and the spec grant (subjects in both, rules within both), and deleted
+//!   only when nothing is left, so removing one group never locks out the
+//!   others; a binding whose Role is gone or removed goes with it;
 //! - revocation deletes the RoleBinding before the Role (access ends with the
 //!   binding), each with a UID precondition, and leaves a terminating
 //!   namespace to take our objects with it.
@@ -33,7 +37,7 @@ use crate::api::teamaccess::{NamespaceState, TeamAccess};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Active,
-    /// `spec.suspend`: hold back creating and updating.
+    /// `spec.suspend`: hold back creating and widening; narrowing goes on.
     Suspended,
 }
 
@@ -102,13 +106,19 @@ pub enum Decision<K> {
     },
     /// Someone else's object holds our name: never touched.
     Conflict(String),
+    /// Suspended, and nothing the spec grants is left in it: delete exactly
+    /// the object seen.
+    Remove(Delete),
 }
 
 impl<K> Decision<K> {
     pub fn writes(&self) -> bool {
         matches!(
             self,
-            Decision::Create { .. } | Decision::Apply { .. } | Decision::Replace { .. }
+            Decision::Create { .. }
+                | Decision::Apply { .. }
+                | Decision::Replace { .. }
+                | Decision::Remove(_)
         )
     }
 }
@@ -150,16 +160,44 @@ pub struct GrantPlan {
     /// be ours (its owner reference removed, or replaced by someone): our
     /// binding would grant the groups someone else's rules.
     pub unbind: Option<Delete>,
-    /// Suspended: what we hold back, for the status.
+    /// Suspended: what we hold back or took away, for the status.
     pub suspended: Option<SuspendedNote>,
+    /// The mode the decisions were made in; a fresh decision after a
+    /// conflict is made in the same one.
+    pub mode: Mode,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SuspendedNote {
-    /// Both exist, but differ from the spec.
+    /// Both exist, but differ from the spec in ways that would widen access.
     NotUpdated,
     /// One or both are missing.
     NotCreated,
+    /// What the spec no longer grants was taken away (the fields or objects named).
+    Narrowed(Vec<&'static str>),
+    /// Nothing the spec grants was left: our objects were deleted.
+    Removed,
+}
+
+/// How a namespace's status message starts once access was taken away
+/// while suspended; the status keeps it until the suspension ends.
+pub const NARROWED: &str = "suspended: narrowed";
+
+impl SuspendedNote {
+    /// The namespace's status message.
+    pub fn message(&self) -> String {
+        match self {
+            SuspendedNote::NotUpdated => "suspended: differs from the spec, not widened".into(),
+            SuspendedNote::NotCreated => "suspended: not created".into(),
+            SuspendedNote::Narrowed(what) => format!(
+                "{NARROWED} ({}) to what the spec grants now; nothing widened",
+                what.join(" and ")
+            ),
+            SuspendedNote::Removed => {
+                "suspended: nothing the spec grants was left; Role and RoleBinding deleted".into()
+            }
+        }
+    }
 }
 
 /// Revoke access in one namespace: bindings before roles.
@@ -265,30 +303,68 @@ fn grant(
     mode: Mode,
     history: History,
 ) -> GrantPlan {
-    let suspended = (mode == Mode::Suspended).then(|| match (role_have, binding_have) {
-        (Some(r), Some(b))
-            if Role::differences(&role_want, r).is_empty()
-                && RoleBinding::differences(&binding_want, b).is_empty() =>
-        {
-            None
-        }
-        (Some(_), Some(_)) => Some(SuspendedNote::NotUpdated),
-        _ => Some(SuspendedNote::NotCreated),
-    });
+    let suspended = (mode == Mode::Suspended)
+        .then(|| suspended_note(uid, (&role_want, &binding_want), (role_have, binding_have)))
+        .flatten();
     let unbind = binding_have
         .filter(|b| compare::owned_by(&b.metadata, uid))
         .map(|b| Delete::of(Kind::RoleBinding, &b.metadata));
     let role = decide(uid, role_want, role_have, mode, history);
-    let binding = (!matches!(role, Decision::Conflict(_)))
-        .then(|| decide(uid, binding_want, binding_have, mode, history));
+    let binding = match &role {
+        Decision::Conflict(_) => None,
+        // suspended, and our Role is missing or goes: a binding of ours left
+        // to its name would grant whatever Role someone creates there next
+        Decision::HoldBack | Decision::Remove(_) if unbind.is_some() => {
+            unbind.clone().map(Decision::Remove)
+        }
+        _ => Some(decide(uid, binding_want, binding_have, mode, history)),
+    };
     GrantPlan {
         namespace: target.namespace.clone(),
         tier: target.tier,
         role,
         binding,
         unbind,
-        suspended: suspended.flatten(),
+        suspended,
+        mode,
     }
+}
+
+/// What a suspended namespace reports: held back, narrowed, or nothing.
+fn suspended_note(
+    uid: &str,
+    (role_want, binding_want): (&Role, &RoleBinding),
+    (role_have, binding_have): (Option<&Role>, Option<&RoleBinding>),
+) -> Option<SuspendedNote> {
+    let (Some(r), Some(b)) = (role_have, binding_have) else {
+        return Some(match binding_have {
+            Some(b) if compare::owned_by(&b.metadata, uid) => SuspendedNote::Removed,
+            _ => SuspendedNote::NotCreated,
+        });
+    };
+    if !compare::owned_by(&r.metadata, uid) || !compare::owned_by(&b.metadata, uid) {
+        return None; // a Conflict, which reports itself
+    }
+    let (role_cut, binding_cut) = (
+        Role::narrowed(role_want.clone(), r),
+        RoleBinding::narrowed(binding_want.clone(), b),
+    );
+    let (Some(role_cut), Some(binding_cut)) = (role_cut, binding_cut) else {
+        return Some(SuspendedNote::Removed);
+    };
+    let mut narrowed = Vec::new();
+    if Role::differences(&role_cut, r).contains(&Field::Rules) {
+        narrowed.push("rules");
+    }
+    if RoleBinding::differences(&binding_cut, b).contains(&Field::Subjects) {
+        narrowed.push("subjects");
+    }
+    if !narrowed.is_empty() {
+        return Some(SuspendedNote::Narrowed(narrowed));
+    }
+    let matches = Role::differences(role_want, r).is_empty()
+        && RoleBinding::differences(binding_want, b).is_empty();
+    (!matches).then_some(SuspendedNote::NotUpdated)
 }
 
 /// The decision for one object: `want` is ours, `have` what exists at its name.
@@ -323,8 +399,16 @@ pub fn decide<K: Managed>(
             "{kind} {namespace}/{name} exists and is not owned by this TeamAccess"
         ));
     }
+    let want = match mode {
+        Mode::Active => want,
+        // only what both grant; labels of ours come back (they widen nothing)
+        Mode::Suspended => match K::narrowed(want, have) {
+            Some(cut) => cut,
+            None => return Decision::Remove(Delete::of(K::KIND, have.meta())),
+        },
+    };
     let differences = K::differences(&want, have);
-    if differences.is_empty() || mode == Mode::Suspended {
+    if differences.is_empty() {
         return Decision::Keep;
     }
     let replace = differences.contains(&Field::RoleRef);

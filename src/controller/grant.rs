@@ -1,6 +1,7 @@
 //! Performs the grant part of the write plan in one namespace: the Role,
 //! then (only if the Role is ours) the RoleBinding.
 
+use k8s_openapi::jiff::Timestamp;
 use tracing::warn;
 
 use crate::access::compare::Kind;
@@ -15,14 +16,60 @@ use crate::controller::{Cached, Context};
 /// Fresh reads after a conflict before the namespace waits for the next reconcile.
 const MAX_REREADS: usize = 2;
 
-pub async fn grant(ctx: &Context, uid: &str, plan: GrantPlan) -> NamespaceOutcome {
-    let target = Target {
+/// What the namespace reports before its writes are done.
+pub fn unfinished(plan: &GrantPlan) -> NamespaceOutcome {
+    NamespaceOutcome::applied(&Target {
         namespace: plan.namespace.clone(),
         tier: plan.tier,
         plan: Plan::Apply,
-    };
-    let mut out = NamespaceOutcome::applied(&target);
-    if !perform(ctx, uid, plan.role, &mut out).await {
+    })
+}
+
+pub async fn grant(ctx: &Context, uid: &str, plan: GrantPlan) -> NamespaceOutcome {
+    let mut out = unfinished(&plan);
+    let ns = plan.namespace.clone();
+    let writes = plan.role.writes() || plan.binding.as_ref().is_some_and(Decision::writes);
+    // an admission policy changed our last write here: writing again now
+    // would only start a loop of writes and watch events
+    if writes && let Some(until) = ctx.memory.held_off(uid, &ns, Timestamp::now()) {
+        out.failed(
+            format!(
+                "an admission policy changes what the operator writes here; next attempt at {until}"
+            ),
+            None,
+        );
+        out.mutated = true;
+        return out;
+    }
+    let out = perform_plan(ctx, uid, plan, out).await;
+    if out.mutated {
+        ctx.memory.mutated(uid, &ns, Timestamp::now());
+    } else if out.status.state != NamespaceState::Error {
+        ctx.memory.admitted(uid, &ns);
+    }
+    out
+}
+
+async fn perform_plan(
+    ctx: &Context,
+    uid: &str,
+    plan: GrantPlan,
+    mut out: NamespaceOutcome,
+) -> NamespaceOutcome {
+    let mode = plan.mode;
+    // a binding that goes because its Role is missing or goes is deleted
+    // first: access ends with the binding, and a failure leaves no binding
+    // to a name someone else could fill
+    if let (Decision::HoldBack | Decision::Remove(_), Some(Decision::Remove(_))) =
+        (&plan.role, &plan.binding)
+    {
+        let binding = plan.binding.expect("matched above");
+        if perform(ctx, uid, binding, mode, &mut out).await {
+            perform(ctx, uid, plan.role, mode, &mut out).await;
+        }
+        return suspended(out, plan.suspended);
+    }
+    if !perform(ctx, uid, plan.role, mode, &mut out).await {
         if out.status.state == NamespaceState::Conflict
             && let Some(unbind) = &plan.unbind
         {
@@ -35,19 +82,24 @@ pub async fn grant(ctx: &Context, uid: &str, plan: GrantPlan) -> NamespaceOutcom
         return out;
     }
     if let Some(binding) = plan.binding
-        && !perform(ctx, uid, binding, &mut out).await
+        && !perform(ctx, uid, binding, mode, &mut out).await
     {
         return out;
     }
-    match plan.suspended {
-        None => {}
-        Some(SuspendedNote::NotUpdated) => {
-            out.status.message = Some("suspended: differs from the spec, not updated".into());
-        }
-        Some(SuspendedNote::NotCreated) => {
+    suspended(out, plan.suspended)
+}
+
+/// A suspended namespace says what was held back or taken away; one with
+/// no access left through our objects is Skipped, not Applied.
+fn suspended(mut out: NamespaceOutcome, note: Option<SuspendedNote>) -> NamespaceOutcome {
+    if out.status.state != NamespaceState::Applied {
+        return out; // an error or a conflict says more
+    }
+    if let Some(note) = note {
+        if matches!(note, SuspendedNote::NotCreated | SuspendedNote::Removed) {
             out.status.state = NamespaceState::Skipped;
-            out.status.message = Some("suspended: not created".into());
         }
+        out.status.message = Some(note.message());
     }
     out
 }
@@ -59,6 +111,7 @@ async fn perform<K: Cached>(
     ctx: &Context,
     uid: &str,
     decision: Decision<K>,
+    mode: Mode,
     out: &mut NamespaceOutcome,
 ) -> bool {
     let mut decision = decision;
@@ -72,7 +125,7 @@ async fn perform<K: Cached>(
                 return false;
             }
             Decision::Create { object, drift } => match ctx.writes.create(&object).await {
-                Ok(Created::Created) => Ok(drift),
+                Ok(Created::Created(stored)) => admitted(&object, &stored).map(|()| drift),
                 // an object the cache of labelled objects could not show: read
                 // it and decide again on what is really there
                 Ok(Created::AlreadyExists) => {
@@ -100,18 +153,24 @@ async fn perform<K: Cached>(
                         Ok(found) => {
                             let mut want = object;
                             want.meta_mut().resource_version = None;
-                            decision =
-                                plan::decide(uid, want, Some(&found), Mode::Active, History::New);
+                            decision = plan::decide(uid, want, Some(&found), mode, History::New);
                             continue;
                         }
                         Err(e) => Err(e),
                     }
                 }
-                other => other.map(|()| drift),
+                Ok(stored) => admitted(&object, &stored).map(|()| drift),
+                Err(e) => Err(e),
             },
             Decision::Replace { old, object, drift } => {
                 ctx.writes.replace(&old, &object).await.map(|()| drift)
             }
+            Decision::Remove(old) => match ctx.writes.delete_exact(&old).await {
+                Ok(true) => Ok(None),
+                // already gone, or replaced since we looked: nothing of ours left
+                Ok(false) => return true,
+                Err(e) => Err(e),
+            },
         };
         return match result {
             Ok(drift) => {
@@ -130,12 +189,31 @@ async fn perform<K: Cached>(
     }
 }
 
+/// Whether the API server stored what we wrote: an admission policy that
+/// strips or changes it would otherwise have us write again forever.
+fn admitted<K: Cached>(written: &K, stored: &K) -> Result<(), Error> {
+    let changed = K::differences(written, stored);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::MutatedOnAdmission {
+        kind: K::KIND,
+        namespace: written.meta().namespace.clone().unwrap_or_default(),
+        name: written.meta().name.clone().unwrap_or_default(),
+        fields: changed.iter().map(|f| f.as_str()).collect(),
+    })
+}
+
 /// A failed write: a namespace going away is not an error; anything else is
 /// retried, and a refusal is remembered for the Forbidden grace.
 pub fn failed(ctx: &Context, out: &mut NamespaceOutcome, kind: Kind, e: Error) {
     if e.namespace_going_away() {
         out.gone = true;
         return;
+    }
+    if matches!(e, Error::MutatedOnAdmission { .. }) {
+        ctx.metrics.mutated_on_admission(kind.as_str());
+        out.mutated = true;
     }
     ctx.metrics.api_error(kind.as_str());
     warn!(namespace = %out.status.name, error = %e, "write failed; will retry");

@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::*;
 use crate::access::desired::{self, Settings};
+use crate::api::fixtures::GROUP;
 
 const UID: &str = "uid-1";
 const NOW: &str = "2026-06-01T00:00:00Z";
@@ -287,7 +288,8 @@ fn a_tier_change_applies_the_role_in_place() {
 }
 
 #[test]
-fn suspended_nothing_is_created_or_updated_and_the_status_says_why() {
+fn suspended_nothing_is_created_or_widened_and_the_status_says_why() {
+    // raised from Reader to Writer while suspended: the Role keeps Reader
     let ta = access(true, writer_in(&["a", "b"]));
     let (role, binding) = ours(&ta, "a", Tier::Reader);
     let p = plan_for(
@@ -302,6 +304,190 @@ fn suspended_nothing_is_created_or_updated_and_the_status_says_why() {
     assert_eq!(p.grants[1].role, Decision::HoldBack);
     assert_eq!(p.grants[1].suspended, Some(SuspendedNote::NotCreated));
     assert!(p.grants.iter().all(|g| !g.role.writes()));
+}
+
+const OTHER: &str = "6d1f0c2a-3b4e-4f5a-8b9c-0d1e2f3a4b5c";
+
+/// TeamAccess "pay" granting `grants` to the given groups.
+fn access_for(suspend: bool, groups: &[&str], grants: serde_json::Value) -> TeamAccess {
+    let groups: Vec<_> = groups.iter().map(|id| json!({"id": id})).collect();
+    serde_json::from_value(json!({
+        "apiVersion": "teamaccess.dev/v1alpha1",
+        "kind": "TeamAccess",
+        "metadata": {"name": "pay", "uid": UID},
+        "spec": {"groups": groups, "grants": grants, "suspend": suspend},
+    }))
+    .unwrap()
+}
+
+fn subjects(b: &RoleBinding) -> Vec<&str> {
+    b.subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+#[test]
+fn suspended_a_removed_group_loses_access_and_the_others_keep_theirs() {
+    let before = access_for(false, &[GROUP, OTHER], writer_in(&["a"]));
+    let (role, binding) = ours(&before, "a", Tier::Writer);
+    let after = access_for(true, &[GROUP], writer_in(&["a"]));
+    let p = plan_for(
+        &after,
+        &[namespace("a", false)],
+        &[role],
+        &[binding],
+        &["a"],
+    );
+    assert_eq!(p.grants[0].role, Decision::Keep);
+    let Some(Decision::Apply { object, .. }) = &p.grants[0].binding else {
+        panic!("the binding is narrowed: {:?}", p.grants[0].binding)
+    };
+    assert_eq!(subjects(object), [GROUP]);
+    assert_eq!(
+        p.grants[0].suspended,
+        Some(SuspendedNote::Narrowed(vec!["subjects"]))
+    );
+}
+
+#[test]
+fn suspended_a_subject_someone_added_is_taken_away() {
+    let ta = access(true, writer_in(&["a"]));
+    let (role, mut binding) = ours(&ta, "a", Tier::Writer);
+    binding.subjects.as_mut().unwrap().push(Subject {
+        kind: "User".into(),
+        name: "mallory".into(),
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        namespace: None,
+    });
+    let p = plan_for(&ta, &[namespace("a", false)], &[role], &[binding], &["a"]);
+    let Some(Decision::Apply { object, .. }) = &p.grants[0].binding else {
+        panic!("{:?}", p.grants[0].binding)
+    };
+    assert_eq!(subjects(object), [GROUP]);
+}
+
+#[test]
+fn suspended_a_lowered_tier_and_a_rule_someone_added_are_taken_away() {
+    let r = rules();
+    // lowered from Writer to Reader
+    let before = access(false, writer_in(&["a"]));
+    let (role, binding) = ours(&before, "a", Tier::Writer);
+    let after = access(true, json!([{"tier": "Reader", "namespaces": ["a"]}]));
+    let p = plan_for(
+        &after,
+        &[namespace("a", false)],
+        std::slice::from_ref(&role),
+        std::slice::from_ref(&binding),
+        &["a"],
+    );
+    let Decision::Apply { object, .. } = &p.grants[0].role else {
+        panic!("{:?}", p.grants[0].role)
+    };
+    let granted = object.rules.clone().unwrap();
+    assert!(
+        granted
+            .iter()
+            .all(|g| r[&Tier::Reader].contains(g) || !r[&Tier::Writer].contains(g)),
+        "never wider than Reader"
+    );
+    assert_eq!(
+        crate::access::compare::narrowed_rules(&r[&Tier::Reader], &granted),
+        granted,
+        "a fixed point: the next reconcile writes nothing"
+    );
+    // a rule someone added to our Role: gone, and nothing else changes
+    let ta = access(true, writer_in(&["a"]));
+    let mut tampered = role;
+    tampered.rules.as_mut().unwrap().push(PolicyRule {
+        api_groups: Some(vec!["".into()]),
+        resources: Some(vec!["secrets".into(), "nodes".into()]),
+        verbs: vec!["*".into()],
+        ..Default::default()
+    });
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false)],
+        &[tampered],
+        &[binding],
+        &["a"],
+    );
+    let Decision::Apply { object, .. } = &p.grants[0].role else {
+        panic!("{:?}", p.grants[0].role)
+    };
+    assert_eq!(object.rules.as_ref(), Some(&r[&Tier::Writer]));
+    assert_eq!(
+        p.grants[0].suspended,
+        Some(SuspendedNote::Narrowed(vec!["rules"]))
+    );
+}
+
+#[test]
+fn suspended_nothing_left_deletes_the_binding_and_the_role() {
+    let before = access_for(false, &[OTHER], writer_in(&["a"]));
+    let (role, binding) = ours(&before, "a", Tier::Writer);
+    let after = access_for(true, &[GROUP], writer_in(&["a"]));
+    let p = plan_for(
+        &after,
+        &[namespace("a", false)],
+        &[role],
+        &[binding],
+        &["a"],
+    );
+    assert_eq!(p.grants[0].role, Decision::Keep);
+    let Some(Decision::Remove(d)) = &p.grants[0].binding else {
+        panic!("{:?}", p.grants[0].binding)
+    };
+    assert_eq!((d.kind, d.uid.as_str()), (Kind::RoleBinding, "b-a"));
+    assert_eq!(p.grants[0].suspended, Some(SuspendedNote::Removed));
+
+    // our Role deleted while suspended: the binding to its name goes too
+    let ta = access(true, writer_in(&["a"]));
+    let (_, binding) = ours(&ta, "a", Tier::Writer);
+    let p = plan_for(
+        &ta,
+        &[namespace("a", false)],
+        &[],
+        std::slice::from_ref(&binding),
+        &["a"],
+    );
+    assert_eq!(p.grants[0].role, Decision::HoldBack);
+    assert!(matches!(&p.grants[0].binding, Some(Decision::Remove(d)) if d.uid == "b-a"));
+
+    // its roleRef pointed elsewhere: not ours to keep, and not recreated
+    let mut moved = binding;
+    moved.role_ref.kind = "ClusterRole".into();
+    moved.role_ref.name = "admin".into();
+    let (role, _) = ours(&ta, "a", Tier::Writer);
+    let p = plan_for(&ta, &[namespace("a", false)], &[role], &[moved], &["a"]);
+    assert!(matches!(&p.grants[0].binding, Some(Decision::Remove(d)) if d.uid == "b-a"));
+    assert!(p.grants[0].mode == Mode::Suspended);
+}
+
+#[test]
+fn suspended_stripped_labels_are_restored() {
+    let ta = access(true, writer_in(&["a"]));
+    let (role, mut binding) = ours(&ta, "a", Tier::Writer);
+    binding.metadata.labels = None;
+    let p = plan_for(&ta, &[namespace("a", false)], &[role], &[binding], &["a"]);
+    let Some(Decision::Apply {
+        object,
+        drift: Some(_),
+    }) = &p.grants[0].binding
+    else {
+        panic!("{:?}", p.grants[0].binding)
+    };
+    assert_eq!(
+        object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(naming::LABEL_MANAGED_BY))
+            .map(String::as_str),
+        Some(naming::MANAGED_BY_VALUE)
+    );
+    assert_eq!(subjects(object), [GROUP]);
 }
 
 #[test]
