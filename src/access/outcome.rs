@@ -15,6 +15,8 @@ pub struct NamespaceOutcome {
     pub drift: Vec<Drift>,
     /// The API server refused us: its message (Stalled past a grace period).
     pub forbidden: Option<String>,
+    /// An admission policy changes what we write here (Stalled at once).
+    pub mutated: bool,
 }
 
 impl NamespaceOutcome {
@@ -41,6 +43,7 @@ impl NamespaceOutcome {
             writes: 0,
             drift: Vec::new(),
             forbidden: None,
+            mutated: false,
         }
     }
 
@@ -57,11 +60,15 @@ impl NamespaceOutcome {
             writes: 0,
             drift: Vec::new(),
             forbidden: None,
+            mutated: false,
         }
     }
 
-    /// A write failed for a reason worth retrying.
+    /// A write failed for a reason worth retrying. It stays in the status
+    /// even when no grant reaches the namespace any more: a revocation that
+    /// failed is access that still exists, and must not be hidden.
     pub fn failed(&mut self, message: String, forbidden: Option<String>) {
+        self.gone = false;
         self.status.state = NamespaceState::Error;
         self.status.message = Some(message);
         self.forbidden = forbidden;

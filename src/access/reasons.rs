@@ -21,6 +21,10 @@ pub mod reason {
     pub const DENIED: &str = "Denied";
     pub const FORBIDDEN: &str = "Forbidden";
     pub const RETRYING_AFTER_ERROR: &str = "RetryingAfterError";
+    /// Writes kept failing for the grace period (a failing webhook, timeouts).
+    pub const PERSISTENT_ERROR: &str = "PersistentError";
+    /// What we write comes back changed by an admission policy or webhook.
+    pub const MUTATED_ON_ADMISSION: &str = "MutatedOnAdmission";
     pub const NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
 }
 

@@ -20,6 +20,11 @@ use crate::api::teamaccess::{NamespaceState, NamespaceStatus, Summary, TeamAcces
 
 /// At most this many per-namespace entries; the summary stays exact.
 pub const MAX_NAMESPACE_ENTRIES: usize = 100;
+/// The longest message of a namespace entry, and of a condition: an
+/// escalation refusal lists every rule, and 100 of those would take the
+/// status near the object size limit.
+pub const MAX_NAMESPACE_MESSAGE: usize = 512;
+pub const MAX_CONDITION_MESSAGE: usize = 2048;
 
 pub use crate::access::reasons::condition::{
     NAMESPACES_PENDING, READY, RECONCILING, STALLED, SUSPENDED,
@@ -40,6 +45,43 @@ pub struct Observed {
     pub forbidden: Option<String>,
     /// Tiers the spec grants.
     pub tiers: Vec<crate::access::tiers::Tier>,
+    /// Failed writes have lasted the grace period: Stalled, not Reconciling.
+    pub failing_past_grace: bool,
+    /// Namespaces where an admission policy changes what we write.
+    pub mutated: Vec<String>,
+}
+
+/// `message` cut to at most `max` bytes at a character boundary, saying how
+/// much was left out.
+pub fn bounded(message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let suffix = |n: usize| format!("... ({n} more bytes)");
+    let mut cut = max.saturating_sub(suffix(message.len()).len());
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &message[..cut], suffix(message.len() - cut))
+}
+
+/// While suspended, a namespace whose access was narrowed keeps saying so
+/// after the narrowing write (the next reconcile finds nothing left to do,
+/// and would otherwise report nothing): until the suspension ends.
+fn keep_narrowed_notes(entries: &mut [NamespaceStatus], previous: Option<&TeamAccessStatus>) {
+    let Some(previous) = previous else { return };
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.state == NamespaceState::Applied && e.message.is_none())
+    {
+        if let Some(before) = (previous.namespaces.iter())
+            .find(|p| p.name == e.name && p.state == NamespaceState::Applied)
+            .and_then(|p| p.message.as_ref())
+            .filter(|m| m.starts_with(crate::access::plan::NARROWED))
+        {
+            e.message = Some(before.clone());
+        }
+    }
 }
 
 /// `t` without its fraction of a second, as the API server stores a Time.
@@ -83,6 +125,9 @@ pub fn compute(
     now: Timestamp,
 ) -> TeamAccessStatus {
     let mut entries = observed.namespaces;
+    if observed.suspended {
+        keep_narrowed_notes(&mut entries, previous);
+    }
     entries.sort_by(|a, b| (a.state, &a.name).cmp(&(b.state, &b.name)));
     let count =
         |f: &dyn Fn(NamespaceState) -> bool| entries.iter().filter(|e| f(e.state)).count() as u32;
@@ -115,16 +160,33 @@ pub fn compute(
                 examples(&denied)
             ),
         ))
+    } else if !observed.mutated.is_empty() {
+        Some((
+            reason::MUTATED_ON_ADMISSION,
+            format!(
+                "an admission policy or webhook changes what the operator writes, so its writes back off; exempt the operator's ServiceAccount from it: {}",
+                first_and_more(&observed.mutated, 3, ", ")
+            ),
+        ))
+    } else if let Some(m) = &observed.forbidden {
+        Some((
+            reason::FORBIDDEN,
+            format!("the API server refuses the operator (check its ClusterRole): {m}"),
+        ))
+    } else if observed.failing_past_grace && !errors.is_empty() {
+        Some((
+            reason::PERSISTENT_ERROR,
+            format!(
+                "writes keep failing; retried with backoff: {}",
+                examples(&errors)
+            ),
+        ))
     } else {
-        observed.forbidden.as_ref().map(|m| {
-            (
-                reason::FORBIDDEN,
-                format!("the API server refuses the operator (check its ClusterRole): {m}"),
-            )
-        })
+        None
     };
-    let reconciling =
-        (!errors.is_empty()).then(|| (reason::RETRYING_AFTER_ERROR, examples(&errors)));
+    // kstatus reads whichever abnormal condition comes first: never both
+    let reconciling = (stalled.is_none() && !errors.is_empty())
+        .then(|| (reason::RETRYING_AFTER_ERROR, examples(&errors)));
 
     let mut conditions = Vec::new();
     let ready = match (&stalled, &reconciling) {
@@ -199,7 +261,13 @@ pub fn compute(
         };
     }
 
+    for c in &mut conditions {
+        c.message = bounded(std::mem::take(&mut c.message), MAX_CONDITION_MESSAGE);
+    }
     entries.truncate(MAX_NAMESPACE_ENTRIES);
+    for e in &mut entries {
+        e.message = e.message.take().map(|m| bounded(m, MAX_NAMESPACE_MESSAGE));
+    }
     let mut tiers = observed.tiers;
     tiers.sort_by(|a, b| b.cmp(a));
     tiers.dedup();
@@ -270,6 +338,109 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.progress.as_deref(), Some("1/2"));
         assert_eq!(s.summary.as_ref().unwrap().pending, 1);
+    }
+
+    #[test]
+    fn errors_reconcile_then_stall_past_the_grace_and_never_both() {
+        let failing = |past_grace, conflict: bool| {
+            let mut namespaces = vec![entry("a", NamespaceState::Error)];
+            if conflict {
+                namespaces.push(entry("b", NamespaceState::Conflict));
+            }
+            compute(
+                Observed {
+                    namespaces,
+                    failing_past_grace: past_grace,
+                    ..Default::default()
+                },
+                None,
+                Timestamp::UNIX_EPOCH,
+            )
+        };
+        let s = failing(false, false);
+        assert_eq!(
+            cond(&s, RECONCILING).unwrap().reason,
+            reason::RETRYING_AFTER_ERROR
+        );
+        assert!(cond(&s, STALLED).is_none());
+        let s = failing(true, false);
+        assert_eq!(cond(&s, STALLED).unwrap().reason, reason::PERSISTENT_ERROR);
+        assert!(cond(&s, RECONCILING).is_none());
+        // a Conflict beside an error: Stalled (Conflict), still not both
+        let s = failing(false, true);
+        assert_eq!(cond(&s, STALLED).unwrap().reason, reason::CONFLICT);
+        assert!(cond(&s, RECONCILING).is_none());
+        assert_eq!(cond(&s, READY).unwrap().status, "False");
+    }
+
+    #[test]
+    fn a_narrowing_while_suspended_stays_in_status_until_unsuspended() {
+        let narrowed = NamespaceStatus {
+            message: Some(format!(
+                "{} (subjects) to what the spec grants now",
+                crate::access::plan::NARROWED
+            )),
+            ..entry("a", NamespaceState::Applied)
+        };
+        let observed = |suspended| Observed {
+            suspended,
+            namespaces: vec![entry("a", NamespaceState::Applied)],
+            ..Default::default()
+        };
+        let first = compute(
+            Observed {
+                suspended: true,
+                namespaces: vec![narrowed.clone()],
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        // the next reconcile has nothing left to narrow: the note stays
+        let next = compute(observed(true), Some(&first), Timestamp::UNIX_EPOCH);
+        assert_eq!(next.namespaces[0].message, narrowed.message);
+        // unsuspended, it goes
+        let after = compute(observed(false), Some(&next), Timestamp::UNIX_EPOCH);
+        assert_eq!(after.namespaces[0].message, None);
+    }
+
+    #[test]
+    fn messages_are_bounded_far_below_object_size_limits() {
+        // an escalation refusal lists every rule; say 20 KiB of them, in
+        // all 100 entries the status keeps
+        let huge = "attempting to grant RBAC permissions not currently held: {APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"get\"]} ".repeat(200);
+        let namespaces = (0..150)
+            .map(|i| NamespaceStatus {
+                message: Some(format!("Role: {huge}")),
+                ..entry(&format!("ns-{i:03}"), NamespaceState::Error)
+            })
+            .collect();
+        let s = compute(
+            Observed {
+                namespaces,
+                forbidden: Some(huge.clone()),
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(s.namespaces.len(), MAX_NAMESPACE_ENTRIES);
+        for e in &s.namespaces {
+            let m = e.message.as_deref().unwrap();
+            assert!(m.len() <= MAX_NAMESPACE_MESSAGE, "{}", m.len());
+            assert!(m.ends_with("more bytes)"), "says it was cut: {m}");
+        }
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.message.len() <= MAX_CONDITION_MESSAGE)
+        );
+        let size = serde_json::to_vec(&s).unwrap().len();
+        assert!(size < 128 * 1024, "status of {size} bytes");
+        // a short message is left alone; a cut never splits a character
+        assert_eq!(bounded("short".into(), 10), "short");
+        let cut = bounded("é".repeat(100), 40);
+        assert!(cut.len() <= 40 && cut.starts_with('é'), "{cut}");
     }
 
     #[test]

@@ -269,7 +269,8 @@ pub struct RunArgs {
     #[arg(long, env = "TEAMACCESS_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
-    /// A Forbidden answer that lasts this long is reported as Stalled.
+    /// A Forbidden answer, or any failed write, that lasts this long is
+    /// reported as Stalled (before that: Reconciling, retried with backoff).
     #[arg(long, env = "TEAMACCESS_FORBIDDEN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub forbidden_grace: Duration,
 

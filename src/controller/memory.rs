@@ -14,7 +14,41 @@ use crate::api::teamaccess::{NamespaceState, TeamAccess};
 #[derive(Default)]
 pub struct Memory {
     forbidden_since: Mutex<HashMap<String, Timestamp>>,
+    failing: Mutex<HashMap<String, Failing>>,
+    /// (TeamAccess UID, namespace) whose writes an admission policy changes:
+    /// not written again before the time, doubling per attempt.
+    mutated: Mutex<HashMap<(String, String), (Timestamp, u32)>>,
     applied: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+/// Since when, and for how many reconciles in a row, some write of this
+/// TeamAccess has failed.
+#[derive(Clone, Copy, Debug)]
+struct Failing {
+    since: Timestamp,
+    reconciles: u32,
+}
+
+/// What the status and the requeue make of failed writes that persist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Persisting {
+    /// Some write has failed for the grace period: Stalled, not Reconciling.
+    pub past_grace: bool,
+    /// How many reconciles in a row had a failed write (0: none now).
+    pub reconciles: u32,
+}
+
+/// The first retry after a failed write, doubled per failing reconcile.
+pub const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between retries.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+impl Persisting {
+    /// When to retry: 5 s, then doubling, at most 5 min. None: nothing failed.
+    pub fn retry_after(self) -> Option<Duration> {
+        let n = self.reconciles.checked_sub(1)?;
+        Some((RETRY_FIRST * 2u32.saturating_pow(n.min(16))).min(RETRY_MAX))
+    }
 }
 
 impl Memory {
@@ -65,9 +99,63 @@ impl Memory {
         }
     }
 
+    /// Failed writes (a revocation refused by a failing webhook, a timeout)
+    /// are retried with backoff; once they have lasted the grace period the
+    /// TeamAccess is Stalled, so a person looks.
+    pub fn failures(
+        &self,
+        uid: &str,
+        outcomes: &[NamespaceOutcome],
+        now: Timestamp,
+        grace: Duration,
+    ) -> Persisting {
+        let failed = outcomes.iter().any(NamespaceOutcome::needs_retry);
+        let mut failing = self.failing.lock().expect("not poisoned");
+        if !failed {
+            failing.remove(uid);
+            return Persisting::default();
+        }
+        let f = failing.entry(uid.to_string()).or_insert(Failing {
+            since: now,
+            reconciles: 0,
+        });
+        f.reconciles = f.reconciles.saturating_add(1);
+        Persisting {
+            past_grace: past_grace(f.since, now, grace),
+            reconciles: f.reconciles,
+        }
+    }
+
+    /// Until when writes in `namespace` wait after an admission policy
+    /// changed what we wrote there (None: they may go ahead).
+    pub fn held_off(&self, uid: &str, namespace: &str, now: Timestamp) -> Option<Timestamp> {
+        let mutated = self.mutated.lock().expect("not poisoned");
+        let (until, _) = mutated.get(&(uid.to_string(), namespace.to_string()))?;
+        (*until > now).then_some(*until)
+    }
+
+    /// Our write in `namespace` came back changed: wait before the next one.
+    pub fn mutated(&self, uid: &str, namespace: &str, now: Timestamp) {
+        let mut mutated = self.mutated.lock().expect("not poisoned");
+        let entry = mutated
+            .entry((uid.to_string(), namespace.to_string()))
+            .or_insert((now, 0));
+        entry.1 = entry.1.saturating_add(1);
+        let wait = (RETRY_FIRST * 2u32.saturating_pow(entry.1.min(16) - 1)).min(RETRY_MAX);
+        entry.0 = now + k8s_openapi::jiff::SignedDuration::try_from(wait).unwrap_or_default();
+    }
+
+    /// Our write in `namespace` was stored as written.
+    pub fn admitted(&self, uid: &str, namespace: &str) {
+        (self.mutated.lock().expect("not poisoned"))
+            .remove(&(uid.to_string(), namespace.to_string()));
+    }
+
     /// The TeamAccess is gone: nothing to remember.
     pub fn forget(&self, uid: &str) {
         self.applied.lock().expect("not poisoned").remove(uid);
+        self.failing.lock().expect("not poisoned").remove(uid);
+        (self.mutated.lock().expect("not poisoned")).retain(|(u, _), _| u != uid);
         self.forbidden_since
             .lock()
             .expect("not poisoned")
@@ -125,6 +213,36 @@ mod tests {
             memory.forbidden_past_grace("u", &refused, at(32), grace),
             None
         );
+    }
+
+    #[test]
+    fn failed_writes_back_off_and_stall_past_the_grace_period() {
+        let memory = Memory::default();
+        let grace = Duration::from_secs(30);
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + k8s_openapi::jiff::SignedDuration::from_secs(s);
+        let failed = [forbidden("a")];
+        let first = memory.failures("u", &failed, t0, grace);
+        assert_eq!(
+            (first.past_grace, first.retry_after()),
+            (false, Some(RETRY_FIRST))
+        );
+        let second = memory.failures("u", &failed, at(5), grace);
+        assert_eq!(second.retry_after(), Some(RETRY_FIRST * 2));
+        assert!(memory.failures("u", &failed, at(30), grace).past_grace);
+        for s in 31..60 {
+            memory.failures("u", &failed, at(s), grace);
+        }
+        assert_eq!(
+            memory.failures("u", &failed, at(61), grace).retry_after(),
+            Some(RETRY_MAX)
+        );
+        // a reconcile without failures ends it
+        assert_eq!(
+            memory.failures("u", &[], at(62), grace),
+            Persisting::default()
+        );
+        assert_eq!(Persisting::default().retry_after(), None);
     }
 
     #[test]

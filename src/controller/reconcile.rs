@@ -1,6 +1,6 @@
 //! One reconcile of one TeamAccess, as its steps: gather what exists, compute
 //! what should exist and the writes that get there (pure, in
-//! [`crate::access`]), execute them (grants, then revocations), tell people,
+//! [`crate::access`]), execute them (revocations, then grants), tell people,
 //! write status from what was applied, requeue.
 
 use std::collections::{BTreeMap, HashSet};
@@ -26,12 +26,11 @@ use crate::access::text::first_and_more;
 use crate::access::tiers::Tier;
 use crate::api::teamaccess::{TeamAccess, TeamAccessStatus};
 use crate::controller::error::{Error, readable};
-use crate::controller::{Context, events, grant, revoke};
+use crate::controller::memory::{Persisting, RETRY_FIRST};
+use crate::controller::{Cached, Context, events, grant, revoke};
 
 /// Namespaces worked on at once within one reconcile.
 const NAMESPACE_CONCURRENCY: usize = 16;
-/// Retry delay after a failed write.
-const RETRY: Duration = Duration::from_secs(5);
 /// Requeue this much after a validity boundary, so it has passed.
 const BOUNDARY_SLACK: Duration = Duration::from_millis(50);
 
@@ -84,27 +83,30 @@ pub async fn reconcile(ta: Arc<TeamAccess>, ctx: Arc<Context>) -> Result<Action,
 /// The reconcile, step by step.
 async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
     let (start, now) = (Instant::now(), Timestamp::now());
-    let world = gather(ctx, ta);
+    let world = gather(ctx, ta).await;
     let (desired, plan) = decide(ta, &world, ctx, now);
-    let outcomes = execute(ctx, ta, plan).await;
-    let forbidden = remember(ctx, ta, &outcomes, now);
+    let outcomes = execute(ctx, ta, plan, ctx.timing.write_timeout * WORK_BUDGET).await;
+    let (forbidden, failing) = remember(ctx, ta, &outcomes, now);
     tell_people(ctx, ta, &outcomes).await;
     let done = Done::new(&outcomes, start);
-    let status = status::compute(
-        observe(ta, &desired, outcomes, forbidden),
-        ta.status.as_ref(),
-        now,
-    );
+    let mut observed = observe(ta, &desired, outcomes, forbidden);
+    observed.failing_past_grace = failing.past_grace;
+    let status = status::compute(observed, ta.status.as_ref(), now);
     let written = write_status(ctx, ta, &status).await?;
     done.log(ctx, ta, &status, written);
     let after = requeue_after(
         ctx.timing.resync,
         desired.next_transition,
         Timestamp::now(),
-        done.retry,
+        failing.retry_after(),
     );
     Ok(Action::requeue(after))
 }
+
+/// The writes of one reconcile get this many write timeouts in all; what is
+/// not done by then is reported and retried, so the status (written within
+/// the rest of the reconcile's deadline) always says what was done.
+const WORK_BUDGET: u32 = 4;
 
 /// Step 1: what exists, as the caches hold it, and what this process
 /// remembers of this TeamAccess.
@@ -116,15 +118,57 @@ struct World {
     applied_before: HashSet<String>,
 }
 
-fn gather(ctx: &Context, ta: &TeamAccess) -> World {
-    let groups = ctx.api_groups.read().expect("not poisoned");
+async fn gather(ctx: &Context, ta: &TeamAccess) -> World {
+    let rules = {
+        let groups = ctx.api_groups.read().expect("not poisoned");
+        desired::rules_by_tier(&groups, &ctx.settings)
+    };
+    let object = naming::object_name(&ta.name_any());
     World {
         namespaces: ctx.caches.namespaces.state(),
-        roles: ctx.caches.roles.state(),
-        bindings: ctx.caches.bindings.state(),
-        rules: desired::rules_by_tier(&groups, &ctx.settings),
+        roles: with_unlabelled::<Role>(ctx, &object).await,
+        bindings: with_unlabelled::<RoleBinding>(ctx, &object).await,
+        rules,
         applied_before: ctx.memory.applied_before(ta, &ta.uid().unwrap_or_default()),
     }
+}
+
+/// The labelled cache of `K`, plus every object at our name `object` that
+/// is missing from it (its labels were removed or rewritten), read in full:
+/// what we own is found by name and owner reference, never by label alone.
+/// Normally there are none, and this costs nothing.
+async fn with_unlabelled<K: Cached>(ctx: &Context, object: &str) -> Vec<Arc<K>> {
+    let mut all = K::store(&ctx.caches).state();
+    let seen: HashSet<(String, String)> = (all.iter())
+        .map(|o| {
+            (
+                o.namespace().unwrap_or_default(),
+                o.meta().uid.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let hidden: Vec<_> = (K::names(&ctx.caches).state().into_iter())
+        .filter(|m| m.metadata.name.as_deref() == Some(object))
+        .filter(|m| {
+            let key = (
+                m.namespace().unwrap_or_default(),
+                m.metadata.uid.clone().unwrap_or_default(),
+            );
+            !seen.contains(&key)
+        })
+        .collect();
+    for m in hidden {
+        let ns = m.namespace().unwrap_or_default();
+        match ctx.writes.get::<K>(&ns, object).await {
+            Ok(found) => all.push(Arc::new(found)),
+            Err(e) if e.api_status().is_some_and(|s| s.is_not_found()) => {}
+            // decided without it: a create then meets AlreadyExists and reads it
+            Err(e) => {
+                warn!(namespace = %ns, error = %e, "reading an unlabelled object at our name failed")
+            }
+        }
+    }
+    all
 }
 
 /// Steps 2 and 3, pure: what should exist, and the writes that get there.
@@ -147,36 +191,95 @@ fn decide(ta: &TeamAccess, world: &World, ctx: &Context, now: Timestamp) -> (Des
     (desired, plan)
 }
 
-/// Step 4: perform the plan, grants (concurrently within a bound), then
-/// revocations. Returns what each namespace came to.
-async fn execute(ctx: &Context, ta: &TeamAccess, plan: WritePlan) -> Vec<NamespaceOutcome> {
+/// Step 4: perform the plan, revocations first (access that should end is
+/// never starved by a large grant), each part concurrently within a bound,
+/// all within `budget`. Returns what each namespace came to; one not reached
+/// in time is an error to retry, never silently dropped.
+async fn execute(
+    ctx: &Context,
+    ta: &TeamAccess,
+    plan: WritePlan,
+    budget: Duration,
+) -> Vec<NamespaceOutcome> {
     let uid = ta.uid().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + budget;
+    // what each namespace reports if its work does not finish in time
+    let mut unfinished: BTreeMap<String, NamespaceOutcome> = BTreeMap::new();
+    for r in &plan.revocations {
+        unfinished.insert(r.namespace.clone(), revoke::unfinished(r));
+    }
+    for g in &plan.grants {
+        unfinished.insert(g.namespace.clone(), grant::unfinished(g));
+    }
+    let mut outcomes = Vec::with_capacity(unfinished.len());
     // collected first: a closure kept inside the stream would make the
     // reconcile future's lifetimes too general for the controller
+    let revocations: Vec<_> = (plan.revocations.into_iter())
+        .map(|r| revoke::revoke(ctx, r))
+        .collect();
     let grants: Vec<_> = (plan.grants.into_iter())
         .map(|g| grant::grant(ctx, &uid, g))
         .collect();
-    let mut outcomes: Vec<NamespaceOutcome> = futures::stream::iter(grants)
-        .buffer_unordered(NAMESPACE_CONCURRENCY)
-        .collect()
-        .await;
-    for r in plan.revocations {
-        outcomes.push(revoke::revoke(ctx, r).await);
+    let mut timed_out = !run_until(revocations, deadline, &mut outcomes).await;
+    if !timed_out {
+        timed_out = !run_until(grants, deadline, &mut outcomes).await;
+    }
+    if timed_out {
+        for o in &outcomes {
+            unfinished.remove(&o.status.name);
+        }
+        warn!(
+            teamaccess = %ta.name_any(),
+            unfinished = unfinished.len(),
+            "writes not finished within the reconcile's budget; retrying"
+        );
+        for (_, mut o) in unfinished {
+            o.failed(
+                format!("not reached within the reconcile's budget of {budget:?}; retrying"),
+                None,
+            );
+            outcomes.push(o);
+        }
     }
     outcomes
 }
 
+/// Runs `work` concurrently within a bound, collecting outcomes, until done
+/// (true) or `deadline` (false; what had not finished is dropped).
+async fn run_until<F>(
+    work: Vec<F>,
+    deadline: tokio::time::Instant,
+    outcomes: &mut Vec<NamespaceOutcome>,
+) -> bool
+where
+    F: std::future::Future<Output = NamespaceOutcome>,
+{
+    let mut stream = futures::stream::iter(work).buffer_unordered(NAMESPACE_CONCURRENCY);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(o)) => outcomes.push(o),
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// What this process keeps for the next reconcile; returns the Forbidden
-/// message once it has lasted past the grace period.
+/// message once it has lasted past the grace period, and how long writes
+/// have been failing.
 fn remember(
     ctx: &Context,
     ta: &TeamAccess,
     outcomes: &[NamespaceOutcome],
     now: Timestamp,
-) -> Option<String> {
+) -> (Option<String>, Persisting) {
     let uid = ta.uid().unwrap_or_default();
+    let grace = ctx.timing.forbidden_grace;
     ctx.memory.remember_applied(&uid, outcomes);
-    (ctx.memory).forbidden_past_grace(&uid, outcomes, now, ctx.timing.forbidden_grace)
+    (
+        (ctx.memory).forbidden_past_grace(&uid, outcomes, now, grace),
+        (ctx.memory).failures(&uid, outcomes, now, grace),
+    )
 }
 
 /// Step 5: events, each for something that happened in this reconcile.
@@ -190,7 +293,6 @@ async fn tell_people(ctx: &Context, ta: &TeamAccess, outcomes: &[NamespaceOutcom
 struct Done {
     writes: usize,
     touched: Vec<String>,
-    retry: bool,
     start: Instant,
 }
 
@@ -201,7 +303,6 @@ impl Done {
             touched: (outcomes.iter().filter(|o| o.writes > 0))
                 .map(|o| o.status.name.clone())
                 .collect(),
-            retry: outcomes.iter().any(NamespaceOutcome::needs_retry),
             start,
         }
     }
@@ -240,6 +341,10 @@ fn observe(
     outcomes: Vec<NamespaceOutcome>,
     forbidden: Option<String>,
 ) -> Observed {
+    let mutated = (outcomes.iter())
+        .filter(|o| o.mutated)
+        .map(|o| o.status.name.clone())
+        .collect();
     Observed {
         generation: ta.metadata.generation,
         suspended: ta.suspended(),
@@ -249,6 +354,8 @@ fn observe(
         next_transition: desired.next_transition,
         forbidden,
         tiers: ta.spec.grants.iter().map(|g| g.tier).collect(),
+        failing_past_grace: false,
+        mutated,
     }
 }
 
@@ -295,13 +402,13 @@ pub fn nearest_expiry(ta: &TeamAccess, now: Timestamp) -> Option<Timestamp> {
         .min()
 }
 
-/// When to come back: at the next validity boundary, sooner after errors,
-/// else at the resync period.
+/// When to come back: at the next validity boundary, at `retry` after
+/// errors (backing off), else at the resync period.
 pub fn requeue_after(
     resync: Duration,
     next_transition: Option<Timestamp>,
     now: Timestamp,
-    retry: bool,
+    retry: Option<Duration>,
 ) -> Duration {
     let mut after = resync;
     if let Some(next) = next_transition {
@@ -313,8 +420,8 @@ pub fn requeue_after(
         };
         after = after.min(until + BOUNDARY_SLACK);
     }
-    if retry {
-        after = after.min(RETRY);
+    if let Some(retry) = retry {
+        after = after.min(retry);
     }
     after
 }
@@ -332,7 +439,7 @@ async fn cleanup(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
 /// Failed reconciles (status writes, cleanup): log once, retry with a delay.
 pub fn error_policy(ta: Arc<TeamAccess>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(teamaccess = %ta.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(RETRY)
+    Action::requeue(RETRY_FIRST)
 }
 
 #[cfg(test)]
@@ -371,22 +478,24 @@ mod tests {
     fn requeue_at_the_boundary_sooner_after_errors_else_at_resync() {
         let resync = Duration::from_secs(600);
         let now = at("2026-01-01T00:00:00Z");
-        assert_eq!(requeue_after(resync, None, now, false), resync);
-        assert_eq!(requeue_after(resync, None, now, true), RETRY);
+        const RETRY: Duration = RETRY_FIRST;
+        let (no, yes) = (None, Some(RETRY));
+        assert_eq!(requeue_after(resync, None, now, no), resync);
+        assert_eq!(requeue_after(resync, None, now, yes), RETRY);
         let soon = Some(at("2026-01-01T00:00:02Z"));
         assert_eq!(
-            requeue_after(resync, soon, now, false),
+            requeue_after(resync, soon, now, no),
             Duration::from_secs(2) + BOUNDARY_SLACK
         );
         // an error retries sooner than a far boundary, a near boundary wins
         let far = Some(at("2026-01-01T01:00:00Z"));
-        assert_eq!(requeue_after(resync, far, now, true), RETRY);
+        assert_eq!(requeue_after(resync, far, now, yes), RETRY);
         // a boundary already past (it passed during the reconcile): at once
         let past = Some(at("2025-12-31T23:59:58Z"));
-        assert_eq!(requeue_after(resync, past, now, false), BOUNDARY_SLACK);
+        assert_eq!(requeue_after(resync, past, now, no), BOUNDARY_SLACK);
         let near = Some(at("2026-01-01T00:00:01Z"));
         assert_eq!(
-            requeue_after(resync, near, now, true),
+            requeue_after(resync, near, now, yes),
             Duration::from_secs(1) + BOUNDARY_SLACK
         );
     }
