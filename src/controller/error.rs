@@ -54,6 +54,19 @@ pub enum Error {
     },
     #[error("finalizer of TeamAccess {name}: {message}")]
     Finalizer { name: String, message: String },
+    /// Our write came back without what we wrote: an admission policy or
+    /// webhook changes it. Writing again would loop, so it backs off.
+    #[error(
+        "{} {namespace}/{name}: an admission policy changed what the operator wrote ({}); not written again until it stops",
+        kind.as_str(),
+        fields.join(", ")
+    )]
+    MutatedOnAdmission {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        fields: Vec<&'static str>,
+    },
 }
 
 impl Error {
@@ -66,7 +79,9 @@ impl Error {
                 kube::Error::Api(s) => Some(s),
                 _ => None,
             },
-            Error::Timeout { .. } | Error::Finalizer { .. } => None,
+            Error::Timeout { .. } | Error::Finalizer { .. } | Error::MutatedOnAdmission { .. } => {
+                None
+            }
         }
     }
 

@@ -10,6 +10,7 @@ pub mod events;
 pub mod grant;
 pub mod leader;
 pub mod memory;
+pub mod preflight;
 pub mod reconcile;
 pub mod revoke;
 pub mod run;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
@@ -37,22 +39,35 @@ pub struct Caches {
     pub namespaces: Store<Namespace>,
     pub roles: Store<Role>,
     pub bindings: Store<RoleBinding>,
+    /// Every Role and RoleBinding at a name of ours (`teamaccess-*`),
+    /// labelled or not, as metadata only. Labels are a hint anyone can
+    /// remove; this is where an object of ours whose labels were stripped
+    /// is still found (then read in full).
+    pub role_names: Store<PartialObjectMeta<Role>>,
+    pub binding_names: Store<PartialObjectMeta<RoleBinding>>,
 }
 
-/// The cache that holds objects of kind `K`.
+/// The caches that hold objects of kind `K`.
 pub trait Cached: Managed {
     fn store(caches: &Caches) -> &Store<Self>;
+    fn names(caches: &Caches) -> &Store<PartialObjectMeta<Self>>;
 }
 
 impl Cached for Role {
     fn store(caches: &Caches) -> &Store<Self> {
         &caches.roles
     }
+    fn names(caches: &Caches) -> &Store<PartialObjectMeta<Self>> {
+        &caches.role_names
+    }
 }
 
 impl Cached for RoleBinding {
     fn store(caches: &Caches) -> &Store<Self> {
         &caches.bindings
+    }
+    fn names(caches: &Caches) -> &Store<PartialObjectMeta<Self>> {
+        &caches.binding_names
     }
 }
 

@@ -9,13 +9,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::ops::http::Readiness;
 use std::time::Duration;
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -27,9 +30,9 @@ use tracing::{debug, error, info, warn};
 use crate::access::desired::Settings;
 use crate::access::naming;
 use crate::api::teamaccess::TeamAccess;
-use crate::controller::discovery;
 use crate::controller::leader::LeaderElector;
 use crate::controller::{Caches, Context, Timing, reconcile, triggers};
+use crate::controller::{discovery, preflight};
 use crate::ops::metrics::Metrics;
 
 /// Sent on every request, so audit logs can name the operator.
@@ -124,6 +127,49 @@ where
     (store, stream)
 }
 
+/// A metadata-only cache of every `K` at a name of ours (`teamaccess-*`):
+/// the watch is unfiltered (no selector can name a prefix), so each event is
+/// filtered here before anything is stored, and managedFields are dropped.
+/// Names never change, so an object once filtered out never needs storing.
+fn names_cache<K>(
+    client: Client,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    impl Stream<Item = PartialObjectMeta<K>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let ours = |m: &PartialObjectMeta<K>| {
+        (m.metadata.name.as_deref()).is_some_and(|n| n.starts_with(naming::OBJECT_PREFIX))
+    };
+    // an Api of PartialObjectMeta asks for metadata only
+    let api = Api::<PartialObjectMeta<K>>::all(client);
+    let events = watcher(api, watcher::Config::default())
+        .try_filter(move |e| {
+            std::future::ready(match e {
+                watcher::Event::Apply(m)
+                | watcher::Event::InitApply(m)
+                | watcher::Event::Delete(m) => ours(m),
+                watcher::Event::Init | watcher::Event::InitDone => true,
+            })
+        })
+        .map_ok(|e| {
+            e.modify(|m| {
+                m.metadata.managed_fields = None;
+            })
+        });
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, events)
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|r| async move {
+            r.map_err(|e| warn!(error = %crate::controller::error::readable_watch(&e), "watch failed; retrying"))
+                .ok()
+        });
+    (store, stream)
+}
+
 fn teamaccess_watch(selector: &Option<String>) -> watcher::Config {
     match selector {
         Some(s) => watcher::Config::default().labels(s),
@@ -147,11 +193,43 @@ async fn shutdown_signal() {
     info!("shutting down: finishing reconciles in flight");
 }
 
+/// Runs the start-up checks until they pass, each problem logged once (as one
+/// line with its fix) while it lasts, and the first one as `/readyz`'s reason.
+async fn preflight(client: &Client, args: &Options, ready: &Readiness) {
+    let lease_namespace = args
+        .lease
+        .as_ref()
+        .map(|_| args.operator_namespace.as_str());
+    let mut delay = Duration::from_secs(1);
+    let mut reported: Vec<preflight::Problem> = Vec::new();
+    loop {
+        let problems = preflight::check(client, lease_namespace).await;
+        if problems.is_empty() {
+            if !reported.is_empty() {
+                info!("start-up checks pass now");
+            }
+            return;
+        }
+        // WARN, not ERROR: the process is not failing, it waits for a fix
+        // and goes on by itself
+        for p in problems.iter().filter(|p| !reported.contains(p)) {
+            warn!("{p}");
+        }
+        ready.not_ready(match problems.len() {
+            1 => problems[0].to_string(),
+            n => format!("{} (and {} more; see the log)", problems[0], n - 1),
+        });
+        reported = problems;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 pub async fn run(args: Options) -> Result<(), RunError> {
     let client = client(&args).await?;
     let identity = args.identity.clone();
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Readiness::default());
     let listener = tokio::net::TcpListener::bind(args.http_address)
         .await
         .map_err(|source| RunError::Http {
@@ -165,6 +243,14 @@ pub async fn run(args: Options) -> Result<(), RunError> {
         ready.clone(),
     ));
 
+    // what the process needs, checked before anything depends on it
+    let shutdown = shutdown_signal().shared();
+    tokio::select! {
+        _ = preflight(&client, &args, &ready) => {},
+        _ = shutdown.clone() => return Ok(()),
+    }
+    ready.not_ready("caches not synced");
+
     // caches: every namespace, and only the Roles and RoleBindings we label
     let managed = watcher::Config::default().labels(naming::MANAGED_SELECTOR);
     let (namespaces, ns_events) = cache(
@@ -173,10 +259,14 @@ pub async fn run(args: Options) -> Result<(), RunError> {
     );
     let (roles, role_events) = cache(Api::<Role>::all(client.clone()), managed.clone());
     let (bindings, binding_events) = cache(Api::<RoleBinding>::all(client.clone()), managed);
+    let (role_names, role_name_events) = names_cache::<Role>(client.clone());
+    let (binding_names, binding_name_events) = names_cache::<RoleBinding>(client.clone());
     let caches = Caches {
         namespaces: namespaces.clone(),
         roles: roles.clone(),
         bindings: bindings.clone(),
+        role_names: role_names.clone(),
+        binding_names: binding_names.clone(),
     };
     let (teamaccesses, ta_events) = cache(
         Api::<TeamAccess>::all(client.clone()),
@@ -217,16 +307,29 @@ pub async fn run(args: Options) -> Result<(), RunError> {
         leading.clone(),
         trigger.clone(),
     )));
+    tokio::spawn(
+        role_name_events.for_each(owner_trigger::<PartialObjectMeta<Role>>(
+            leading.clone(),
+            trigger.clone(),
+        )),
+    );
+    tokio::spawn(
+        binding_name_events.for_each(owner_trigger::<PartialObjectMeta<RoleBinding>>(
+            leading.clone(),
+            trigger.clone(),
+        )),
+    );
     tokio::spawn(ta_events.for_each(|_| std::future::ready(())));
     // a reconcile decides from these caches, so nothing is decided (and no
     // lease is sought) before they hold the whole picture; a shutdown
     // request while waiting ends the process at once
-    let shutdown = shutdown_signal().shared();
     let synced = async {
         let _ = tokio::join!(
             namespaces.wait_until_ready(),
             roles.wait_until_ready(),
             bindings.wait_until_ready(),
+            role_names.wait_until_ready(),
+            binding_names.wait_until_ready(),
             teamaccesses.wait_until_ready()
         );
     };
@@ -234,7 +337,7 @@ pub async fn run(args: Options) -> Result<(), RunError> {
         _ = synced => {},
         _ = shutdown.clone() => return Ok(()),
     }
-    ready.store(true, Ordering::Relaxed);
+    ready.ready();
     info!("caches synced");
 
     // discovery for the Admin tier, refreshed when an API group can change

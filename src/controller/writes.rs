@@ -14,8 +14,9 @@ use crate::access::plan::Delete;
 use crate::controller::error::{Error, Verb};
 
 /// What a create-only write found.
-pub enum Created {
-    Created,
+pub enum Created<K> {
+    /// As the API server stored it (after admission).
+    Created(K),
     /// An object already holds the name: one the cache could not show us.
     AlreadyExists,
 }
@@ -74,7 +75,7 @@ impl Writes {
     }
 
     /// Create-only: never overwrites an object we could not see.
-    pub async fn create<K: Managed>(&self, object: &K) -> Result<Created, Error> {
+    pub async fn create<K: Managed>(&self, object: &K) -> Result<Created<K>, Error> {
         let (ns, name) = names(object);
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -89,7 +90,7 @@ impl Writes {
             )
             .await
         {
-            Ok(_) => Ok(Created::Created),
+            Ok(stored) => Ok(Created::Created(stored)),
             Err(e) if e.api_status().is_some_and(|s| s.is_already_exists()) => {
                 Ok(Created::AlreadyExists)
             }
@@ -108,8 +109,9 @@ impl Writes {
         .await
     }
 
-    /// Server-side apply under our one field manager.
-    pub async fn apply<K: Managed>(&self, object: &K) -> Result<(), Error> {
+    /// Server-side apply under our one field manager; returns the object as
+    /// the API server stored it (after admission).
+    pub async fn apply<K: Managed>(&self, object: &K) -> Result<K, Error> {
         let (ns, name) = names(object);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(object);
@@ -120,14 +122,13 @@ impl Writes {
             self.api::<K>(&ns).patch(&name, &pp, &patch),
         )
         .await
-        .map(|_| ())
     }
 
     /// roleRef cannot change in place: delete exactly the object seen, create ours.
     pub async fn replace<K: Managed>(&self, old: &Delete, object: &K) -> Result<(), Error> {
         self.delete_exact(old).await?;
         match self.create(object).await? {
-            Created::Created => Ok(()),
+            Created::Created(_) => Ok(()),
             // someone created another object at our name in between: the
             // next reconcile sees it and decides afresh
             Created::AlreadyExists => Ok(()),

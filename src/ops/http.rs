@@ -1,10 +1,11 @@
 //! `/metrics`, `/healthz` and `/readyz`.
 //!
-//! Ready means the caches are synced, leader or not: a standby replica that is
-//! ready to take over is ready, so a rolling update of two replicas completes.
+//! Ready means the start-up checks passed and the caches are synced, leader
+//! or not: a standby replica that is ready to take over is ready, so a
+//! rolling update of two replicas completes. Not ready answers 503 with the
+//! reason, the same line the log has.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -13,10 +14,34 @@ use axum::routing::get;
 
 use crate::ops::metrics::Metrics;
 
+/// Whether the process is ready, and if not, why.
+#[derive(Debug)]
+pub struct Readiness(RwLock<Result<(), String>>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness(RwLock::new(Err("starting".into())))
+    }
+}
+
+impl Readiness {
+    pub fn ready(&self) {
+        *self.0.write().expect("not poisoned") = Ok(());
+    }
+
+    pub fn not_ready(&self, reason: impl Into<String>) {
+        *self.0.write().expect("not poisoned") = Err(reason.into());
+    }
+
+    pub fn get(&self) -> Result<(), String> {
+        self.0.read().expect("not poisoned").clone()
+    }
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 ) {
     let app = Router::new()
         .route(
@@ -38,12 +63,15 @@ pub async fn serve(
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::Relaxed);
+                let ready = ready.get();
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced").into_response()
+                    match ready {
+                        Ok(()) => (StatusCode::OK, "ready".to_string()).into_response(),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        )
+                            .into_response(),
                     }
                 }
             }),

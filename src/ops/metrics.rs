@@ -47,6 +47,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     duration: Histogram,
     drift: Family<KindLabels, Counter>,
+    mutated: Family<KindLabels, Counter>,
     managed: Family<KindLabels, Gauge>,
     api_errors: Family<ResourceLabels, Counter>,
     leader: Gauge,
@@ -63,6 +64,7 @@ impl Default for Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let drift = Family::<KindLabels, Counter>::default();
+        let mutated = Family::<KindLabels, Counter>::default();
         let managed = Family::<KindLabels, Gauge>::default();
         let api_errors = Family::<ResourceLabels, Counter>::default();
         let leader = Gauge::default();
@@ -82,6 +84,11 @@ impl Default for Metrics {
             "drift_corrections",
             "Managed objects changed by others and reverted",
             drift.clone(),
+        );
+        registry.register(
+            "mutated_on_admission",
+            "Writes of ours that came back changed by an admission policy or webhook",
+            mutated.clone(),
         );
         registry.register(
             "managed_objects",
@@ -113,6 +120,7 @@ impl Default for Metrics {
             reconciles,
             duration,
             drift,
+            mutated,
             managed,
             api_errors,
             leader,
@@ -136,6 +144,10 @@ impl Metrics {
 
     pub fn drift_corrected(&self, kind: &'static str) {
         self.drift.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn mutated_on_admission(&self, kind: &'static str) {
+        self.mutated.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn api_error(&self, resource: &str) {

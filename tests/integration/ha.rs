@@ -260,10 +260,13 @@ async fn a_lasting_forbidden_answer_is_stalled_with_the_servers_message() {
         .await
         .unwrap();
 
+    // it starts with all it needs (the start-up checks would hold it back
+    // otherwise); then a cluster admin takes `escalate` away
     let id = support::unique("forbidden");
-    let op = Operator::spawn_as(&cluster, &id, &id, &role_name, &[]).await;
+    let op = Operator::spawn(&cluster, &id, &id, &[]).await;
     op.wait_for_log("the operator to lead", "leading: reconciling")
         .await;
+    rebind(&cluster, &id, &role_name).await;
     let ns = support::namespace(&cluster.client, "forbidden", &[]).await;
     let name = format!("forbidden-{id}");
     operator::apply(
@@ -291,6 +294,119 @@ async fn a_lasting_forbidden_answer_is_stalled_with_the_servers_message() {
     assert!(!can(&cluster.client, G, "create", "deployments.apps", &ns).await);
     // still running, retrying: never a crash loop
     assert!(op.get("/healthz").await.0 == 200);
+}
+
+/// Points replica `replica`'s ClusterRoleBinding at `cluster_role` (a
+/// roleRef cannot change: delete, then create).
+async fn rebind(cluster: &support::Cluster, replica: &str, cluster_role: &str) {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let crbs = Api::<ClusterRoleBinding>::all(cluster.client.clone());
+    let name = format!("teamaccess-manager-{replica}");
+    let mut crb = crbs.get(&name).await.unwrap();
+    crbs.delete(&name, &Default::default()).await.unwrap();
+    crb.metadata = kube::api::ObjectMeta {
+        name: Some(name),
+        ..Default::default()
+    };
+    crb.role_ref.name = cluster_role.into();
+    crbs.create(&PostParams::default(), &crb).await.unwrap();
+}
+
+#[tokio::test]
+async fn start_up_checks_say_what_is_missing_and_how_to_fix_it() {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let cluster = support::cluster().await;
+    operator::install(&cluster).await;
+    // config/rbac's ClusterRole without `escalate` on roles
+    let roles = Api::<ClusterRole>::all(cluster.client.clone());
+    let mut crippled = roles.get("teamaccess-manager").await.unwrap();
+    for rule in crippled.rules.iter_mut().flatten() {
+        rule.verbs.retain(|v| v != "escalate");
+    }
+    let role_name = support::unique("teamaccess-manager-preflight");
+    crippled.metadata = kube::api::ObjectMeta {
+        name: Some(role_name.clone()),
+        ..Default::default()
+    };
+    roles
+        .create(&PostParams::default(), &crippled)
+        .await
+        .unwrap();
+    let id = support::unique("preflight");
+    let missing_ns = support::unique("no-such-namespace");
+    let op = Operator::spawn_as(
+        &cluster,
+        &id,
+        &id,
+        &role_name,
+        &["--operator-namespace", &missing_ns],
+    )
+    .await;
+    let permission = "missing permissions cluster-wide (ClusterRole teamaccess-manager): escalate roles.rbac.authorization.k8s.io; grant them: kubectl apply -k config/rbac";
+    let lease_line = format!(
+        "namespace {missing_ns} (for the leader lease) does not exist; create it: kubectl create namespace {missing_ns} (or run one replica with --leader-election=false)"
+    );
+    support::eventually("both problems logged", Duration::from_secs(30), || async {
+        (op.logged(permission) && op.logged(&lease_line)).then_some(())
+    })
+    .await;
+    let (code, body) = op.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains(&format!("kubectl create namespace {missing_ns}")),
+        "{body}"
+    );
+    assert!(
+        !op.logged("leading: reconciling"),
+        "nothing runs before the checks pass"
+    );
+    // each problem is one readable line, logged once while it lasts (not a
+    // Debug dump every 2 s)
+    let lines = op.log_lines();
+    let errors: Vec<&str> = (lines.iter())
+        .filter(|l| l["level"] == "WARN")
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .all(|m| !m.contains("Status {") && !m.contains('\n')),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors.iter().filter(|m| **m == permission).count(),
+        1,
+        "{errors:#?}"
+    );
+
+    // fixed: the full ClusterRole and the namespace; it goes on by itself
+    rebind(&cluster, &id, "teamaccess-manager").await;
+    let mut ns = k8s_openapi::api::core::v1::Namespace::default();
+    ns.metadata.name = Some(missing_ns.clone());
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    // the lease Role is bound in teamaccess-system only: bind it here too
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "lease", "namespace": missing_ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "teamaccess-manager-lease-test"},
+        "subjects": [{"kind": "ServiceAccount", "name": format!("op-{id}"), "namespace": "teamaccess-system"}],
+    }))
+    .unwrap();
+    let lease_role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "teamaccess-manager-lease-test"},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}],
+    }))
+    .unwrap();
+    let _ = roles.create(&PostParams::default(), &lease_role).await;
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(cluster.client.clone(), &missing_ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    op.wait_for_log("the operator to lead once fixed", "leading: reconciling")
+        .await;
+    assert_eq!(op.get("/readyz").await.0, 200);
 }
 
 #[tokio::test]

@@ -105,9 +105,42 @@ pub async fn can(
     can_named(client, group, verb, resource, namespace, None).await
 }
 
+/// "may user `user`, in no group but `system:authenticated`, do `verb` on
+/// `resource` in `namespace`?"
+pub async fn can_user(
+    client: &Client,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+) -> bool {
+    access_review(client, user, &[], verb, resource, namespace, None).await
+}
+
 pub async fn can_named(
     client: &Client,
     group: &str,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+    name: Option<&str>,
+) -> bool {
+    access_review(
+        client,
+        "someone@example.com",
+        &[group],
+        verb,
+        resource,
+        namespace,
+        name,
+    )
+    .await
+}
+
+async fn access_review(
+    client: &Client,
+    user: &str,
+    groups: &[&str],
     verb: &str,
     resource: &str,
     namespace: &str,
@@ -123,8 +156,13 @@ pub async fn can_named(
     };
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
-            user: Some("someone@example.com".into()),
-            groups: Some(vec![group.into(), "system:authenticated".into()]),
+            user: Some(user.into()),
+            groups: Some(
+                (groups.iter().copied())
+                    .chain(["system:authenticated"])
+                    .map(String::from)
+                    .collect(),
+            ),
             resource_attributes: Some(ResourceAttributes {
                 namespace: Some(namespace.into()),
                 verb: Some(verb.into()),
