@@ -32,4 +32,6 @@ trap cleanup EXIT INT TERM
 env_file=$(hack/control-plane.sh up "$dir")
 # shellcheck disable=SC1090
 source "$env_file"
-cargo test --all-targets "$@"
+# failpoints: test-only pauses in the write path (see Cargo.toml); inert
+# unless a test sets TEAMACCESS_FAILPOINT for the operator it starts
+cargo test --all-targets --features failpoints "$@"

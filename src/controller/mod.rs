@@ -7,6 +7,8 @@
 pub mod discovery;
 pub mod error;
 pub mod events;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod grant;
 pub mod leader;
 pub mod memory;

@@ -113,6 +113,8 @@ impl Writes {
     /// the API server stored it (after admission).
     pub async fn apply<K: Managed>(&self, object: &K) -> Result<K, Error> {
         let (ns, name) = names(object);
+        #[cfg(feature = "failpoints")]
+        crate::controller::failpoint::before_apply(K::KIND, &ns).await;
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(object);
         self.request::<K, _>(

@@ -633,3 +633,86 @@ async fn a_policy_that_mutates_our_writes_stalls_them_and_they_stay_bounded() {
         .unwrap();
     policies.delete(&label, &Default::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_write_decided_on_a_stale_version_never_touches_a_newer_object() {
+    let cluster = support::cluster().await;
+    let ns = support::namespace(&cluster.client, "stale", &[]).await;
+    let id = support::unique("stale");
+    // the operator pauses 5 s between deciding an apply in `ns` and sending it
+    let failpoint = format!("before-apply:{ns}:5");
+    let op = Operator::spawn_with(
+        &cluster,
+        &id,
+        &id,
+        "teamaccess-manager",
+        &[],
+        &[("TEAMACCESS_FAILPOINT", &failpoint)],
+    )
+    .await;
+    op.wait_for_log("the operator to lead", "leading: reconciling")
+        .await;
+    let name = format!("stale-{id}");
+    operator::grant(&cluster, &op, &name, READERS, "Reader", &ns).await;
+    let c = &cluster.client;
+    let object = teamaccess::access::naming::object_name(&name);
+    let roles: Api<Role> = Api::namespaced(c.clone(), &ns);
+
+    // drift: the operator decides to apply our Role again, on this version...
+    let mut ours = roles.get(&object).await.unwrap();
+    ours.metadata.managed_fields = None;
+    ours.rules.get_or_insert_default().push(
+        serde_json::from_value(
+            json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["delete"]}),
+        )
+        .unwrap(),
+    );
+    roles
+        .replace(&object, &Default::default(), &ours)
+        .await
+        .unwrap();
+    eventually(
+        "the operator paused before its apply",
+        Duration::from_secs(30),
+        || async {
+            op.log_lines()
+                .iter()
+                .any(|l| l["message"] == "failpoint: pausing before apply" && l["kind"] == "Role")
+                .then_some(())
+        },
+    )
+    .await;
+    // ...and before it writes, someone replaces the Role with one of their own
+    roles.delete(&object, &Default::default()).await.unwrap();
+    let foreign: Role = serde_json::from_value(json!({
+        "metadata": {"name": object, "labels": {"app.kubernetes.io/managed-by": "teamaccess"}},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}],
+    }))
+    .unwrap();
+    let created = roles.create(&Default::default(), &foreign).await.unwrap();
+
+    // the stale apply is refused (409), read again, and the namespace is
+    // Conflict: the foreign Role is byte for byte what its owner made, and
+    // our binding no longer grants it
+    status_until(&cluster, &name, "Conflict naming the Role", |ta| {
+        condition(ta, "Stalled")
+            .is_some_and(|c| c.reason == "Conflict" && c.message.contains(&object))
+    })
+    .await;
+    let now = roles.get(&object).await.unwrap();
+    assert_eq!(
+        serde_json::to_string(&now).unwrap(),
+        serde_json::to_string(&created).unwrap(),
+        "the foreign Role is unchanged"
+    );
+    eventually("our binding deleted", Duration::from_secs(30), || async {
+        Api::<RoleBinding>::namespaced(c.clone(), &ns)
+            .get_opt(&object)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(!can(c, READERS, "get", "secrets", &ns).await);
+}

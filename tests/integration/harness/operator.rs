@@ -135,6 +135,18 @@ impl Operator {
         cluster_role: &str,
         extra: &[&str],
     ) -> Operator {
+        Operator::spawn_with(cluster, id, replica, cluster_role, extra, &[]).await
+    }
+
+    /// As [`Operator::spawn_as`], with more environment variables (failpoints).
+    pub async fn spawn_with(
+        cluster: &Cluster,
+        id: &str,
+        replica: &str,
+        cluster_role: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         install(cluster).await;
         let sa = format!("op-{replica}");
         let id = id.to_string();
@@ -195,6 +207,7 @@ impl Operator {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_teamaccess"))
             .args(&args)
             .env("RUST_LOG", "info,kube=warn")
+            .envs(env.iter().copied())
             .stderr(stderr)
             .spawn()
             .expect("starting teamaccess run");
