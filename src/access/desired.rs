@@ -118,14 +118,15 @@ impl Desired {
     }
 }
 
+/// Where `now` falls in a grant's validity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Window {
+pub enum Window {
     Active,
     NotYetValid,
     Expired,
 }
 
-fn window(grant: &Grant, now: Timestamp) -> Window {
+pub fn window(grant: &Grant, now: Timestamp) -> Window {
     if grant.valid_from.as_ref().is_some_and(|t| now < t.0) {
         Window::NotYetValid
     } else if grant.valid_until.as_ref().is_some_and(|t| now >= t.0) {

@@ -37,6 +37,8 @@ pub enum EventReason {
     Revoked,
     Conflict,
     Denied,
+    /// A long-lived grant's validUntil is within the warning window.
+    GrantExpiringSoon,
 }
 
 impl EventReason {
@@ -47,6 +49,7 @@ impl EventReason {
             EventReason::Revoked => "Revoked",
             EventReason::Conflict => "Conflict",
             EventReason::Denied => "Denied",
+            EventReason::GrantExpiringSoon => "GrantExpiringSoon",
         }
     }
 }

@@ -49,6 +49,10 @@ pub struct Observed {
     pub failing_past_grace: bool,
     /// Namespaces where an admission policy changes what we write.
     pub mutated: Vec<String>,
+    /// Grants outside their validity window, for the status.
+    pub inactive_grants: Vec<crate::api::teamaccess::InactiveGrant>,
+    /// Grants near their validUntil, one line each (GrantExpiringSoon).
+    pub expiring: Vec<String>,
 }
 
 /// `message` cut to at most `max` bytes at a character boundary, saying how
@@ -222,6 +226,14 @@ pub fn compute(
             g,
         ),
     };
+    let mut ready = ready;
+    if ready.status == "True" && !observed.expiring.is_empty() {
+        ready.message = format!(
+            "{}; expiring soon: {}",
+            ready.message,
+            first_and_more(&observed.expiring, 3, "; ")
+        );
+    }
     conditions.push(ready);
     if let Some((reason, message)) = reconciling {
         conditions.push(condition(RECONCILING, true, reason, message, g));
@@ -268,6 +280,8 @@ pub fn compute(
     for e in &mut entries {
         e.message = e.message.take().map(|m| bounded(m, MAX_NAMESPACE_MESSAGE));
     }
+    let mut inactive_grants = observed.inactive_grants;
+    inactive_grants.truncate(64);
     let mut tiers = observed.tiers;
     tiers.sort_by(|a, b| b.cmp(a));
     tiers.dedup();
@@ -289,6 +303,7 @@ pub fn compute(
         // resync would write status again
         next_transition_time: observed.next_transition.map(whole_seconds).map(Time),
         namespaces: entries,
+        inactive_grants,
     }
 }
 

@@ -228,6 +228,33 @@ pub struct TeamAccessStatus {
     /// Per-namespace state, bounded: states that need attention first, then by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<NamespaceStatus>,
+
+    /// Grants that grant nothing now: past their validUntil, or before their
+    /// validFrom (so an expired Admin grant does not simply vanish).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub inactive_grants: Vec<InactiveGrant>,
+}
+
+/// A grant outside its validity window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InactiveGrant {
+    /// Its position in `spec.grants`, from 0.
+    #[schemars(extend("format" = "int32"))]
+    pub index: u32,
+    pub tier: Tier,
+    /// What it reaches: its namespaces, or its selector.
+    pub reaches: String,
+    pub state: GrantState,
+    /// Expired: since when (its validUntil). NotYetValid: from when (its validFrom).
+    pub at: Time,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum GrantState {
+    Expired,
+    NotYetValid,
 }
 
 /// Exact counts of targeted namespaces by outcome. The schema says `int32`

@@ -274,6 +274,11 @@ pub struct RunArgs {
     #[arg(long, env = "TEAMACCESS_FORBIDDEN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub forbidden_grace: Duration,
 
+    /// A grant that was valid for longer than this and ends within it gets a
+    /// GrantExpiringSoon event and a line in the Ready message.
+    #[arg(long, env = "TEAMACCESS_EXPIRY_WARNING", default_value = "24h", value_parser = parse_duration)]
+    pub expiry_warning: Duration,
+
     #[arg(long, env = "TEAMACCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -302,6 +307,7 @@ impl RunArgs {
                 resync: self.resync_period,
                 write_timeout: self.write_timeout,
                 forbidden_grace: self.forbidden_grace,
+                expiry_warning: self.expiry_warning,
             },
         })
     }

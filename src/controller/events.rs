@@ -149,6 +149,27 @@ pub fn notices(ta: &TeamAccess, outcomes: &[NamespaceOutcome]) -> Vec<Notice> {
     out
 }
 
+/// A GrantExpiringSoon event for each expiry line the TeamAccess's Ready
+/// message does not carry yet: once when a grant enters its warning window,
+/// not on every resync (and not again after a restart).
+pub fn expiry_notices(ta: &TeamAccess, expiring: &[String]) -> Vec<Notice> {
+    let ready = (ta.status.iter().flat_map(|s| &s.conditions))
+        .find(|c| c.type_ == crate::access::status::READY)
+        .map(|c| c.message.as_str())
+        .unwrap_or_default();
+    (expiring.iter())
+        .filter(|note| !ready.contains(note.as_str()))
+        .map(|note| Notice {
+            warning: true,
+            reason: EventReason::GrantExpiringSoon,
+            action: EventAction::Revoke.as_str().into(),
+            note: format!("{note}; access ends then unless validUntil is extended"),
+            related: None,
+            series: Series::New,
+        })
+        .collect()
+}
+
 /// Publishes `notice` on `ta`. Events are for people: failing to record one
 /// never fails the reconcile.
 pub async fn publish(ctx: &Context, ta: &TeamAccess, notice: Notice) {

@@ -116,7 +116,9 @@ async fn perform<K: Cached>(
 ) -> bool {
     let mut decision = decision;
     let mut rereads = 0;
+    let mut created;
     loop {
+        created = matches!(decision, Decision::Create { .. });
         let result = match decision {
             Decision::Keep | Decision::HoldBack => return true,
             Decision::Conflict(message) => {
@@ -175,9 +177,21 @@ async fn perform<K: Cached>(
         return match result {
             Ok(drift) => {
                 out.writes += 1;
-                if let Some(d) = drift {
-                    ctx.metrics.drift_corrected(K::KIND.as_str());
-                    out.drift.push(d);
+                let ns = out.status.name.clone();
+                match drift {
+                    Some(d) => {
+                        ctx.metrics.drift_corrected(K::KIND.as_str());
+                        if let Some(took) = ctx.arrivals.object_written(K::KIND, &ns, &d.name) {
+                            ctx.metrics.observe_drift_repair(took);
+                        }
+                        out.drift.push(d);
+                    }
+                    None if created && K::KIND == Kind::RoleBinding => {
+                        if let Some(took) = ctx.arrivals.namespace_written(&ns) {
+                            ctx.metrics.observe_onboarding(took);
+                        }
+                    }
+                    None => {}
                 }
                 true
             }

@@ -4,6 +4,7 @@
 //! [`writes`]), events, triggers, discovery, leader election, per-process
 //! memory, and the `run` wiring.
 
+pub mod arrivals;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -83,6 +84,8 @@ pub struct Timing {
     /// How long a Forbidden answer may last before it is Stalled: RBAC takes
     /// a moment to reach the authorizer after install.
     pub forbidden_grace: Duration,
+    /// A long-lived grant this close to its validUntil is announced.
+    pub expiry_warning: Duration,
 }
 
 /// Everything a reconcile needs; one per process.
@@ -99,6 +102,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
     pub memory: memory::Memory,
+    /// When the watch events behind pending writes arrived (latency metrics).
+    pub arrivals: Arc<arrivals::Arrivals>,
 }
 
 impl Context {
@@ -110,6 +115,7 @@ impl Context {
         api_groups: BTreeSet<String>,
         metrics: Arc<Metrics>,
         timing: Timing,
+        arrivals: Arc<arrivals::Arrivals>,
     ) -> Self {
         Context {
             writes: writes::Writes::new(client.clone(), timing.write_timeout),
@@ -122,6 +128,7 @@ impl Context {
             metrics,
             timing,
             memory: memory::Memory::default(),
+            arrivals,
         }
     }
 }

@@ -18,6 +18,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use tracing::{info, warn};
 
 use crate::access::desired::{self, Desired};
+use crate::access::expiry;
 use crate::access::naming::{self, FIELD_MANAGER, FINALIZER};
 use crate::access::outcome::NamespaceOutcome;
 use crate::access::plan::{self, Existing, Inputs, WritePlan};
@@ -87,16 +88,25 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
     let (desired, plan) = decide(ta, &world, ctx, now);
     let outcomes = execute(ctx, ta, plan, ctx.timing.write_timeout * WORK_BUDGET).await;
     let (forbidden, failing) = remember(ctx, ta, &outcomes, now);
-    tell_people(ctx, ta, &outcomes).await;
+    let warning = ctx.timing.expiry_warning;
+    let expiring: Vec<String> = (expiry::expiring_soon(ta, now, warning).iter())
+        .map(expiry::Expiring::note)
+        .collect();
+    tell_people(ctx, ta, &outcomes, &expiring).await;
     let done = Done::new(&outcomes, start);
-    let mut observed = observe(ta, &desired, outcomes, forbidden);
+    let mut observed = observe(ta, &desired, outcomes, forbidden, now);
     observed.failing_past_grace = failing.past_grace;
+    observed.expiring = expiring;
     let status = status::compute(observed, ta.status.as_ref(), now);
     let written = write_status(ctx, ta, &status).await?;
     done.log(ctx, ta, &status, written);
+    let next = [
+        desired.next_transition,
+        expiry::next_warning(ta, now, warning),
+    ];
     let after = requeue_after(
         ctx.timing.resync,
-        desired.next_transition,
+        next.into_iter().flatten().min(),
         Timestamp::now(),
         failing.retry_after(),
     );
@@ -283,8 +293,17 @@ fn remember(
 }
 
 /// Step 5: events, each for something that happened in this reconcile.
-async fn tell_people(ctx: &Context, ta: &TeamAccess, outcomes: &[NamespaceOutcome]) {
-    for notice in events::notices(ta, outcomes) {
+async fn tell_people(
+    ctx: &Context,
+    ta: &TeamAccess,
+    outcomes: &[NamespaceOutcome],
+    expiring: &[String],
+) {
+    let notices = events::notices(ta, outcomes);
+    for notice in notices
+        .into_iter()
+        .chain(events::expiry_notices(ta, expiring))
+    {
         events::publish(ctx, ta, notice).await;
     }
 }
@@ -340,6 +359,7 @@ fn observe(
     desired: &Desired,
     outcomes: Vec<NamespaceOutcome>,
     forbidden: Option<String>,
+    now: Timestamp,
 ) -> Observed {
     let mutated = (outcomes.iter())
         .filter(|o| o.mutated)
@@ -353,7 +373,9 @@ fn observe(
             .collect(),
         next_transition: desired.next_transition,
         forbidden,
-        tiers: ta.spec.grants.iter().map(|g| g.tier).collect(),
+        tiers: expiry::tiers_in_effect(ta, now),
+        inactive_grants: expiry::inactive_grants(ta, now),
+        expiring: Vec::new(),
         failing_past_grace: false,
         mutated,
     }

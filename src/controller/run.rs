@@ -27,9 +27,11 @@ use kube::{Client, Config};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use crate::access::compare::Kind;
 use crate::access::desired::Settings;
 use crate::access::naming;
 use crate::api::teamaccess::TeamAccess;
+use crate::controller::arrivals::Arrivals;
 use crate::controller::leader::LeaderElector;
 use crate::controller::{Caches, Context, Timing, reconcile, triggers};
 use crate::controller::{discovery, preflight};
@@ -276,48 +278,53 @@ pub async fn run(args: Options) -> Result<(), RunError> {
     // triggers reach the controller only while we lead; before that they are
     // dropped, and leading starts with a reconcile of everything anyway
     let leading = Arc::new(AtomicBool::new(false));
+    let arrivals = Arc::new(Arrivals::default());
     let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<TeamAccess>>();
     {
         let (leading, trigger) = (leading.clone(), trigger.clone());
-        let (tas, caches) = (teamaccesses.clone(), caches.clone());
+        let (tas, caches, arrivals) = (teamaccesses.clone(), caches.clone(), arrivals.clone());
         tokio::spawn(ns_events.for_each(move |ns| {
             if leading.load(Ordering::Relaxed) {
-                for r in triggers::for_namespace(&ns, &tas, &caches) {
+                let refs = triggers::for_namespace(&ns, &tas, &caches);
+                if !refs.is_empty() {
+                    arrivals.namespace_event(ns.metadata.name.as_deref().unwrap_or_default());
+                }
+                for r in refs {
                     let _ = trigger.send(r);
                 }
             }
             std::future::ready(())
         }));
     }
-    fn owner_trigger<K: kube::Resource>(
-        leading: Arc<AtomicBool>,
-        trigger: mpsc::UnboundedSender<ObjectRef<TeamAccess>>,
-    ) -> impl FnMut(K) -> std::future::Ready<()> {
-        move |obj: K| {
+    let owner_trigger = |kind: Kind| {
+        let (leading, trigger, arrivals) = (leading.clone(), trigger.clone(), arrivals.clone());
+        move |meta: &kube::api::ObjectMeta| {
             if leading.load(Ordering::Relaxed)
-                && let Some(owner) = triggers::for_managed(obj.meta())
+                && let Some(owner) = triggers::for_managed(meta)
             {
+                let (ns, name) = (meta.namespace.as_deref(), meta.name.as_deref());
+                arrivals.object_event(kind, ns.unwrap_or_default(), name.unwrap_or_default());
                 let _ = trigger.send(owner);
             }
+        }
+    };
+    fn each<K: kube::Resource>(
+        mut f: impl FnMut(&kube::api::ObjectMeta),
+    ) -> impl FnMut(K) -> std::future::Ready<()> {
+        move |obj: K| {
+            f(obj.meta());
             std::future::ready(())
         }
     }
-    tokio::spawn(role_events.for_each(owner_trigger::<Role>(leading.clone(), trigger.clone())));
-    tokio::spawn(binding_events.for_each(owner_trigger::<RoleBinding>(
-        leading.clone(),
-        trigger.clone(),
-    )));
+    tokio::spawn(role_events.for_each(each::<Role>(owner_trigger(Kind::Role))));
+    tokio::spawn(binding_events.for_each(each::<RoleBinding>(owner_trigger(Kind::RoleBinding))));
     tokio::spawn(
-        role_name_events.for_each(owner_trigger::<PartialObjectMeta<Role>>(
-            leading.clone(),
-            trigger.clone(),
-        )),
+        role_name_events.for_each(each::<PartialObjectMeta<Role>>(owner_trigger(Kind::Role))),
     );
     tokio::spawn(
-        binding_name_events.for_each(owner_trigger::<PartialObjectMeta<RoleBinding>>(
-            leading.clone(),
-            trigger.clone(),
-        )),
+        binding_name_events.for_each(each::<PartialObjectMeta<RoleBinding>>(owner_trigger(
+            Kind::RoleBinding,
+        ))),
     );
     tokio::spawn(ta_events.for_each(|_| std::future::ready(())));
     // a reconcile decides from these caches, so nothing is decided (and no
@@ -366,6 +373,7 @@ pub async fn run(args: Options) -> Result<(), RunError> {
         groups,
         metrics.clone(),
         args.timing,
+        arrivals,
     ));
     let (refresh, refreshes) = mpsc::unbounded_channel::<()>();
     {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
     duration: Histogram,
+    onboarding: Histogram,
+    drift_repair: Histogram,
     drift: Family<KindLabels, Counter>,
     mutated: Family<KindLabels, Counter>,
     managed: Family<KindLabels, Gauge>,
@@ -63,6 +65,10 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("teamaccess");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        // 1 ms to about 33 s: a watch event to its write is milliseconds
+        // when all is well, seconds under load
+        let onboarding = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let drift_repair = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let drift = Family::<KindLabels, Counter>::default();
         let mutated = Family::<KindLabels, Counter>::default();
         let managed = Family::<KindLabels, Gauge>::default();
@@ -79,6 +85,16 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Duration of reconciles",
             duration.clone(),
+        );
+        registry.register(
+            "onboarding_seconds",
+            "From a namespace watch event to the RoleBinding it called for, created",
+            onboarding.clone(),
+        );
+        registry.register(
+            "drift_repair_seconds",
+            "From a watch event on one of our objects to the write that reverted it",
+            drift_repair.clone(),
         );
         registry.register(
             "drift_corrections",
@@ -119,6 +135,8 @@ impl Default for Metrics {
             registry,
             reconciles,
             duration,
+            onboarding,
+            drift_repair,
             drift,
             mutated,
             managed,
@@ -140,6 +158,14 @@ impl Metrics {
             })
             .inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn observe_onboarding(&self, took: Duration) {
+        self.onboarding.observe(took.as_secs_f64());
+    }
+
+    pub fn observe_drift_repair(&self, took: Duration) {
+        self.drift_repair.observe(took.as_secs_f64());
     }
 
     pub fn drift_corrected(&self, kind: &'static str) {

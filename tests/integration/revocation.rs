@@ -716,3 +716,128 @@ async fn a_write_decided_on_a_stale_version_never_touches_a_newer_object() {
     .await;
     assert!(!can(c, READERS, "get", "secrets", &ns).await);
 }
+
+#[tokio::test]
+async fn an_expiry_is_announced_before_it_happens_and_named_after() {
+    let cluster = support::cluster().await;
+    // a 20 s warning window for a grant that ends 45 s after its creation
+    let op = Operator::start(&cluster, "expiring", &["--expiry-warning", "20s"]).await;
+    let ns = support::namespace(&cluster.client, "expiring", &[]).await;
+    let name = format!("expiring-{}", op.id);
+    let until = Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(45);
+    let until = Timestamp::from_second(until.as_second()).unwrap();
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({"groups": [{"id": READERS}], "grants": [
+            {"tier": "Admin", "namespaces": [&ns], "validUntil": until.to_string()},
+            {"tier": "Reader", "namespaces": [&ns]},
+        ]}),
+    )
+    .await;
+    let ta = operator::ready(&cluster, &name, "Applied").await;
+    let status = ta.status.unwrap();
+    assert_eq!(status.tiers.as_deref(), Some("Admin,Reader"));
+    assert!(
+        !condition_message(&cluster, &name)
+            .await
+            .contains("expiring soon")
+    );
+
+    // inside the window: an event, and a line in the Ready message
+    let note = format!("grant 0 (Admin in {ns}) expires at {until}");
+    operator::event_with(&cluster, &name, "GrantExpiringSoon", &note).await;
+    status_until(
+        &cluster,
+        &name,
+        "the Ready message names the expiry",
+        |ta| {
+            condition(ta, "Ready").is_some_and(|c| c.status == "True" && c.message.contains(&note))
+        },
+    )
+    .await;
+    assert_eq!(
+        operator::events(&cluster, &name, "GrantExpiringSoon")
+            .await
+            .len(),
+        1,
+        "once, not per resync"
+    );
+
+    // past it: Admin is gone from the printer column and named as expired
+    let ta = status_until(&cluster, &name, "the expired grant named", |ta| {
+        ta.status.as_ref().is_some_and(|s| {
+            s.inactive_grants.iter().any(|g| {
+                g.index == 0
+                    && g.state == teamaccess::api::teamaccess::GrantState::Expired
+                    && g.reaches == ns
+            })
+        })
+    })
+    .await;
+    assert_eq!(ta.status.unwrap().tiers.as_deref(), Some("Reader"));
+    assert!(
+        !can(
+            &cluster.client,
+            READERS,
+            "create",
+            "roles.rbac.authorization.k8s.io",
+            &ns
+        )
+        .await
+    );
+    assert!(can(&cluster.client, READERS, "list", "pods", &ns).await);
+}
+
+async fn condition_message(cluster: &support::Cluster, name: &str) -> String {
+    let ta = operator::teamaccesses(cluster).get(name).await.unwrap();
+    condition(&ta, "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn onboarding_and_drift_repair_are_measured() {
+    let cluster = support::cluster().await;
+    let op = Operator::start(&cluster, "latency", &[]).await;
+    let team = support::unique("latency");
+    let name = format!("latency-{}", op.id);
+    operator::apply(
+        &cluster,
+        &op,
+        &name,
+        json!({"groups": [{"id": READERS}],
+        "grants": [{"tier": "Reader", "namespaceSelector": {"matchLabels": {"latency": team}}}]}),
+    )
+    .await;
+    operator::ready(&cluster, &name, "Applied").await;
+    let count = |body: &str, family: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(&format!("teamaccess_{family}_count")))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (_, before) = op.get("/metrics").await;
+    let ns = support::namespace(&cluster.client, "latency", &[("latency", &team)]).await;
+    let object = teamaccess::access::naming::object_name(&name);
+    let bindings: Api<RoleBinding> = Api::namespaced(cluster.client.clone(), &ns);
+    eventually("onboarded", Duration::from_secs(30), || async {
+        bindings.get_opt(&object).await.unwrap().map(|_| ())
+    })
+    .await;
+    bindings.delete(&object, &Default::default()).await.unwrap();
+    let after = eventually(
+        "both histograms counted",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) = op.get("/metrics").await;
+            (count(&body, "onboarding_seconds") > count(&before, "onboarding_seconds")
+                && count(&body, "drift_repair_seconds") > count(&before, "drift_repair_seconds"))
+            .then_some(body)
+        },
+    )
+    .await;
+    // no label carries a namespace
+    assert!(!after.contains(&ns), "{after}");
+}
