@@ -365,7 +365,7 @@ pub async fn run(args: Options) -> Result<(), RunError> {
         controller: "teamaccess".into(),
         instance: Some(identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         reporter,
         args.settings.clone(),
@@ -373,8 +373,10 @@ pub async fn run(args: Options) -> Result<(), RunError> {
         groups,
         metrics.clone(),
         args.timing,
-        arrivals,
-    ));
+    );
+    // shared with the triggers, which note arrivals before the context exists
+    ctx.arrivals = arrivals;
+    let ctx = Arc::new(ctx);
     let (refresh, refreshes) = mpsc::unbounded_channel::<()>();
     {
         let (client, ctx) = (client.clone(), ctx.clone());
