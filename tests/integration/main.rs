@@ -2,6 +2,7 @@
 //! kube-controller-manager. One binary, so one control plane serves them all:
 //! `make test` starts it and passes its kubeconfig in TEAMACCESS_TEST_KUBECONFIG.
 
+mod admission;
 mod api;
 mod config;
 mod controller;
