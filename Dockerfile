@@ -1,22 +1,29 @@
 # syntax=docker/dockerfile:1
 #
-# The teamaccess operator image: `teamaccess run` in a distroless, non-root
-# container. Build it from the repository root:
+# The teamaccess operator image: `teamaccess run`, a statically linked binary
+# alone on `scratch`, non-root. Build it from the repository root:
 #
 #   docker build -t ghcr.io/teamaccess/teamaccess:0.1.0 .
 #
-# libc choice: a glibc binary on gcr.io/distroless/cc-debian12, not a static
-# musl one. kube uses rustls (ring), so no OpenSSL is needed either way, but
-# musl's allocator is markedly slower under the multi-threaded,
-# allocation-heavy load of a tokio runtime decoding watch streams, and fixing
-# that would mean adding an allocator crate. The builder is Debian 12
-# (bookworm), the same glibc (2.36) as the cc-debian12 runtime, so the binary
-# links against exactly the libc it runs on.
+# Static glibc, not musl and not a distroless base: TLS is rustls (ring), so
+# the binary needs no shared library at all, and musl's allocator is markedly
+# slower under a tokio runtime decoding watch streams (fixing that would mean
+# an allocator crate). With nothing to link at run time, the runtime stage
+# needs no base image, so `make image-test` (hack/image-test.sh) can build and
+# run this very recipe on machines that cannot pull images: Containerfile.local
+# has the same runtime stage, byte for byte (tests/image.rs keeps them equal),
+# and takes the binary and CA bundle from its build context instead of the
+# builder stage.
 
 ARG RUST_VERSION=1
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /build
+# crt-static links glibc statically. The explicit --target keeps RUSTFLAGS
+# off build scripts and proc-macro crates, which must stay dynamic host
+# libraries to be loaded by rustc.
+ENV RUSTFLAGS="-C target-feature=+crt-static"
+ARG TARGET=x86_64-unknown-linux-gnu
 
 # Dependencies first, in a layer of their own: it is rebuilt only when
 # Cargo.toml or Cargo.lock change, not on every source change.
@@ -24,7 +31,7 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked --bin teamaccess \
+    && cargo build --release --locked --target "$TARGET" --bin teamaccess \
     && rm -rf src
 
 # Then the crate itself. Its fingerprints are removed so that cargo cannot
@@ -32,18 +39,27 @@ RUN mkdir src \
 # modification times from the build context, which may be older than the
 # stub's).
 COPY src ./src
-RUN rm -rf target/release/.fingerprint/teamaccess-* \
-    && cargo build --release --locked --bin teamaccess \
-    && cp target/release/teamaccess /teamaccess
+RUN rm -rf target/"$TARGET"/release/.fingerprint/teamaccess-* \
+    && cargo build --release --locked --target "$TARGET" --bin teamaccess \
+    && mkdir /out \
+    && cp target/"$TARGET"/release/teamaccess /out/teamaccess \
+    && cp /etc/ssl/certs/ca-certificates.crt /out/ca-certificates.crt
 
-# distroless "cc": glibc, libgcc and CA certificates, no shell, no package
-# manager. The :nonroot tag runs as uid/gid 65532, which the Deployment's
-# securityContext (runAsUser 65532) also requires.
-FROM gcr.io/distroless/cc-debian12:nonroot
+# What the runtime stage takes: the binary and Debian's CA bundle.
+FROM scratch AS artifacts
+COPY --from=builder /out/ /out/
+
+# ---- runtime stage: identical in Dockerfile and Containerfile.local ----
+# No shell, no package manager, no libc to load: the binary, CA certificates
+# (for any TLS server whose CA is not given explicitly) and a passwd/group
+# naming uid/gid 65532, which the Deployment's securityContext requires.
+FROM scratch AS runtime
 LABEL org.opencontainers.image.title="teamaccess" \
       org.opencontainers.image.description="Kubernetes operator that grants Microsoft Entra ID groups Reader, Writer or Admin access to namespaces" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=builder /teamaccess /teamaccess
+COPY image/rootfs/ /
+COPY --from=artifacts /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=artifacts /out/teamaccess /teamaccess
 USER 65532:65532
 # /metrics, /healthz, /readyz (TEAMACCESS_HTTP_ADDRESS, default 0.0.0.0:8080)
 EXPOSE 8080

@@ -2,7 +2,7 @@
 SHELL := bash
 DEV_DIR ?= .dev/cluster
 
-.PHONY: build test demo demo-down bench lint crds dev-cluster dev-cluster-down control-plane
+.PHONY: build test image-test demo demo-down bench lint crds dev-cluster dev-cluster-down control-plane
 
 build:
 	cargo build
@@ -21,6 +21,10 @@ bench:
 ## test: every unit, CLI and integration test, against a real control plane
 test:
 	hack/test.sh
+
+## image-test: build the image here (static binary on scratch, podman) and run it hardened against a real control plane
+image-test:
+	hack/image-test.sh
 
 lint:
 	cargo fmt --all -- --check

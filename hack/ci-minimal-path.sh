@@ -10,7 +10,8 @@
 #   make, procps and a few util-linux commands;
 # - build toolchains: cargo/rustc (rustup proxies), go, and the C linker
 #   that rustc calls (cc, ld);
-# - commands our scripts install with apt-get when missing (openssl): linked
+# - commands our scripts install with apt-get when missing (openssl; podman,
+#   runc, curl, file for `make image-test`): linked
 #   by their standard path even while absent. A dangling link does not count
 #   as a command, so the script sees the command missing, installs it, and
 #   the link then works.
@@ -45,9 +46,11 @@ toolchain=(cargo rustc rustdoc rustup cargo-clippy clippy-driver rustfmt cargo-f
   go gofmt cc gcc c++ g++ ld ld.bfd as ar ranlib strip pkg-config)
 for name in "${base[@]}" "${coreutils[@]}" "${toolchain[@]}"; do link "$name"; done
 
-# installed by our scripts when missing (hack/ensure-commands.sh)
-for name in openssl; do
-  [ -e "$farm/$name" ] || ln -s "/usr/bin/$name" "$farm/$name"
+# installed by our scripts when missing (hack/ensure-commands.sh), at the
+# path their Debian package puts them
+for path in /usr/bin/openssl /usr/bin/podman /usr/sbin/runc /usr/bin/curl /usr/bin/file; do
+  name=${path##*/}
+  [ -e "$farm/$name" ] || ln -s "$path" "$farm/$name"
 done
 
 echo "[ci-minimal-path] PATH=$farm ($(ls "$farm" | wc -l) commands)" >&2
