@@ -39,7 +39,7 @@ pub enum Command {
 }
 
 /// What decides which namespaces are written and what Admin covers; shared by
-/// `run` and `render` so a render in CI predicts what the operator will do.
+/// `run`, `render` and `diff` so what CI shows predicts what the operator does.
 #[derive(Args, Debug, Clone)]
 pub struct SettingsArgs {
     /// The operator's own namespace; always protected.
@@ -108,7 +108,8 @@ pub struct RenderArgs {
     pub file: PathBuf,
 
     /// Namespace objects (YAML documents, or the output of `kubectl get ns -o yaml`).
-    /// Without it no namespace exists: named ones are Pending, selectors match nothing.
+    /// Without it every namespace a grant names is taken as existing, and
+    /// selectors match nothing.
     #[arg(long)]
     pub namespaces: Option<PathBuf>,
 
@@ -154,9 +155,13 @@ fn run_render(args: RenderArgs) -> Result<String, Box<dyn std::error::Error>> {
     let namespaces = match &args.namespaces {
         Some(path) => {
             let (text, name) = read(path)?;
-            render::parse_namespaces(&text, &name)?
+            Some(render::parse_namespaces(&text, &name)?)
         }
-        None => Vec::new(),
+        None => None,
+    };
+    let inventory = match &namespaces {
+        Some(list) => render::Inventory::Given(list),
+        None => render::Inventory::NamedOnly,
     };
     let groups: BTreeSet<String> = match args.api_groups {
         // `kubectl api-versions` prints group/version, and plain v1 for core
@@ -179,13 +184,7 @@ fn run_render(args: RenderArgs) -> Result<String, Box<dyn std::error::Error>> {
             .map(|s| s.to_string())
             .collect(),
     };
-    Ok(render::render(
-        &access,
-        &namespaces,
-        &groups,
-        &settings,
-        now,
-    ))
+    Ok(render::render(&access, inventory, &groups, &settings, now))
 }
 
 /// Runs a parsed command line; returns the process exit code.
