@@ -1,5 +1,5 @@
 //! The `teamaccess` command line: every flag and subcommand (`crd`,
-//! `render`, `run`). `run` turns its flags into [`Options`] for the
+//! `render`, `diff`, `run`). `run` turns its flags into [`Options`] for the
 //! controller; nothing here talks to the API server.
 
 use std::collections::BTreeSet;
@@ -14,6 +14,7 @@ use tracing::error;
 use crate::access::desired::{DEFAULT_PROTECTED_NAMESPACES, Settings};
 use crate::controller::Timing;
 use crate::controller::run::{LeaseOptions, Options};
+pub mod diff;
 pub mod render;
 use crate::access::tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS;
 
@@ -34,6 +35,9 @@ pub enum Command {
     Crd,
     /// Print, offline, the Roles and RoleBindings that TeamAccess objects would produce.
     Render(RenderArgs),
+    /// Print, offline, how access changes between two sets of TeamAccess
+    /// files; exit 0 no change, 1 access changes, 2 invalid input.
+    Diff(diff::DiffArgs),
     /// Run the controller.
     Run(Box<RunArgs>),
 }
@@ -204,6 +208,7 @@ pub fn main(cli: Cli) -> i32 {
                 1
             }
         },
+        Command::Diff(args) => diff::run(args),
         Command::Run(args) => run(*args),
     }
 }
