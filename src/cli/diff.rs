@@ -47,6 +47,7 @@ pub struct DiffArgs {
     #[arg(long)]
     pub now: Option<String>,
 
+    /// text for a terminal, markdown for a pull request comment, json for tools.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 

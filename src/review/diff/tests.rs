@@ -434,3 +434,35 @@ fn windows_normalize_and_cover() {
     assert!(!covered(&[w(Some(a), None)], &[w(None, Some(c))]));
     assert!(covered(&[], &[]));
 }
+
+#[test]
+fn lower_tiers_and_mixed_changes_are_worded_too() {
+    let until = "2026-12-24T00:00:00Z";
+    let admin_until = json!({"tier": "Admin", "namespaces": ["x"], "validUntil": until});
+    let base = [payments(
+        json!([admin_until, {"tier": "Reader", "namespaces": ["x"]}]),
+    )];
+    let head = [payments(
+        json!([admin_until, {"tier": "Writer", "namespaces": ["x"]}]),
+    )];
+    let d = run(&base, &head);
+    assert_eq!(
+        lines(&d),
+        [
+            "group payments-developers (0b8a...): access in x becomes Admin until 2026-12-24T00:00:00Z, else Writer (was Admin until 2026-12-24T00:00:00Z, else Reader)"
+        ]
+    );
+    assert_eq!(d.changes[0].direction, Direction::Widening);
+
+    // Writer for ever becomes Admin for three weeks: more now, less later
+    let base = [payments(json!([{"tier": "Writer", "namespaces": ["x"]}]))];
+    let head = [payments(json!([admin_until]))];
+    let d = run(&base, &head);
+    assert_eq!(
+        lines(&d),
+        [
+            "group payments-developers (0b8a...) rises to Admin in x until 2026-12-24T00:00:00Z (was Writer)"
+        ]
+    );
+    assert_eq!(d.changes[0].direction, Direction::Mixed);
+}
