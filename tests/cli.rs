@@ -222,6 +222,17 @@ fn check_pairs(docs: &[Value], ta_name: &str, groups: &BTreeSet<String>) {
     }
 }
 
+/// Every namespace a grant of `ta` names.
+fn named_namespaces(ta: &Value) -> BTreeSet<String> {
+    ta["spec"]["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["namespaces"].as_array().cloned().unwrap_or_default())
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
 fn group_ids(ta: &Value) -> BTreeSet<String> {
     ta["spec"]["groups"]
         .as_array()
@@ -245,23 +256,36 @@ fn every_sample_renders_only_matching_roles_and_bindings() {
             if let Some(now) = now {
                 args.extend(["--now", now]);
             }
-            // without --namespaces no namespace exists: nothing to print
+            // without --namespaces the named namespaces are taken as
+            // existing and get their objects; selectors match nothing
             let out = run(&args).ok();
+            let (header, rest) = out.split_once('\n').expect("a header line");
             assert!(
-                out.starts_with(&format!("# TeamAccess {name}: ")),
+                header.starts_with("# No --namespaces given: ")
+                    && header.contains("taken as existing")
+                    && header.contains("selectors match nothing"),
+                "{path:?}\n{out}"
+            );
+            assert!(
+                rest.starts_with(&format!("# TeamAccess {name}: ")),
                 "{path:?}\n{out}"
             );
             let docs = objects(&out);
-            assert!(
-                docs.is_empty(),
-                "{path:?}: no namespaces, no objects\n{out}"
+            check_pairs(&docs, name, &groups);
+            let named = named_namespaces(ta);
+            let printed: BTreeSet<String> = docs.iter().map(|d| key(d).0).collect();
+            let plans = plan_lines(&out);
+            assert_eq!(
+                plans.keys().cloned().collect::<BTreeSet<_>>(),
+                named,
+                "{path:?}: only named namespaces are targeted\n{out}"
             );
-            for (ns, plan) in plan_lines(&out) {
-                assert!(
-                    plan.contains(" pending: ")
-                        || plan.contains(" expired: ")
-                        || plan.contains(" not yet valid: "),
-                    "{path:?}: {ns}: {plan}"
+            for (ns, plan) in &plans {
+                assert!(!plan.contains(" pending: "), "{path:?}: {ns}: {plan}");
+                assert_eq!(
+                    printed.contains(ns),
+                    plan.ends_with("Role and RoleBinding below"),
+                    "{path:?}: {ns}: {plan}\n{out}"
                 );
             }
 
@@ -605,6 +629,83 @@ spec:
     let out = out.ok();
     let printed: BTreeSet<String> = objects(&out).iter().map(|d| key(d).0).collect();
     assert!(printed.contains("kube-system"), "{out}");
+}
+
+#[test]
+fn render_without_namespaces_takes_named_ones_as_existing_and_selectors_match_nothing() {
+    // a selector that a namespace without labels would match: it must still
+    // match nothing, since the labels of an assumed namespace are unknown
+    let access = "apiVersion: teamaccess.dev/v1alpha1
+kind: TeamAccess
+metadata: {name: review}
+spec:
+  groups: [{id: 0b8a6f3e-5d1c-4d2e-9a7b-1f2e3d4c5b6a}]
+  grants:
+    - tier: Writer
+      namespaces: [payments-dev, kube-system]
+    - tier: Admin
+      namespaceSelector:
+        matchExpressions: [{key: legacy, operator: DoesNotExist}]
+";
+    let out = run_with_stdin(&["render", "-f", "-"], access).ok();
+    assert!(
+        out.starts_with("# No --namespaces given: every namespace a grant names is taken as existing; selectors match nothing.\n"),
+        "{out}"
+    );
+    let plans = plan_lines(&out);
+    assert_eq!(
+        plans["payments-dev"], "Writer Role and RoleBinding below",
+        "{out}"
+    );
+    // protection by name still holds
+    assert!(plans["kube-system"].contains("denied"), "{out}");
+    assert_eq!(plans.len(), 2, "the selector matched something: {out}");
+    let docs = objects(&out);
+    let printed: BTreeSet<(String, String)> = docs
+        .iter()
+        .map(|d| (key(d).0, d["kind"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        printed,
+        BTreeSet::from([
+            ("payments-dev".to_string(), "Role".to_string()),
+            ("payments-dev".to_string(), "RoleBinding".to_string()),
+        ])
+    );
+
+    // with --namespaces, exactly as before: a named namespace missing from it
+    // is pending, and no header comment
+    let dir = scratch("named-only");
+    std::fs::write(
+        dir.join("ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: other, labels: {team: x}}\n",
+    )
+    .unwrap();
+    let out = run_with_stdin(
+        &[
+            "render",
+            "-f",
+            "-",
+            "--namespaces",
+            &p(&dir.join("ns.yaml")),
+        ],
+        access,
+    )
+    .ok();
+    assert!(out.starts_with("# TeamAccess review: "), "{out}");
+    let plans = plan_lines(&out);
+    assert!(plans["payments-dev"].contains(" pending: "), "{out}");
+    assert!(
+        plans["other"].ends_with("Role and RoleBinding below"),
+        "{out}"
+    );
+    assert_eq!(
+        objects(&out)
+            .iter()
+            .map(|d| key(d).0)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["other".to_string()])
+    );
 }
 
 #[test]

@@ -70,7 +70,9 @@ impl Settings {
         }
     }
 
-    fn is_protected(&self, name: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+    /// Whether `name` is never written; `labels` is None when they are not
+    /// known (the namespace does not exist, or is only assumed to).
+    pub fn is_protected(&self, name: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
         self.protected_namespaces.contains(name)
             || match (&self.protected_selector, labels) {
                 (Some(sel), Some(labels)) => sel.matches(labels),
@@ -149,13 +151,40 @@ struct Reach {
 pub struct NamespaceView<'a> {
     pub labels: &'a BTreeMap<String, String>,
     pub terminating: bool,
+    /// Taken as existing without being seen (offline, no inventory): its
+    /// labels are unknown, so no selector matches it and no protection
+    /// selector judges it.
+    pub assumed: bool,
+}
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// Every namespace a grant names, taken as existing with unknown labels: what
+/// a reviewer without cluster access wants to see.
+pub fn index_named<'a>(
+    access: impl IntoIterator<Item = &'a TeamAccess>,
+) -> BTreeMap<&'a str, NamespaceView<'a>> {
+    access
+        .into_iter()
+        .flat_map(|ta| &ta.spec.grants)
+        .flat_map(|g| g.namespaces.iter().flatten())
+        .map(|name| {
+            (
+                name.as_str(),
+                NamespaceView {
+                    labels: &NO_LABELS,
+                    terminating: false,
+                    assumed: true,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Indexes Namespace objects by name.
 pub fn index_namespaces<'a>(
     namespaces: impl IntoIterator<Item = &'a Namespace>,
 ) -> BTreeMap<&'a str, NamespaceView<'a>> {
-    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
     namespaces
         .into_iter()
         .filter_map(|ns| {
@@ -163,8 +192,9 @@ pub fn index_namespaces<'a>(
             Some((
                 name,
                 NamespaceView {
-                    labels: ns.metadata.labels.as_ref().unwrap_or(&EMPTY),
+                    labels: ns.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
                     terminating: ns.metadata.deletion_timestamp.is_some(),
+                    assumed: false,
                 },
             ))
         })
@@ -212,7 +242,7 @@ pub fn compute(
             .and_then(|s| s.to_selector())
         {
             for (name, ns) in namespaces {
-                if sel.matches(ns.labels) {
+                if !ns.assumed && sel.matches(ns.labels) {
                     mark(name, false);
                 }
             }
@@ -227,7 +257,8 @@ pub fn compute(
                 return None;
             }
             let (tier, plan) = if let Some(tier) = r.active {
-                let plan = if settings.is_protected(&name, ns.map(|n| n.labels)) {
+                let labels = ns.filter(|n| !n.assumed).map(|n| n.labels);
+                let plan = if settings.is_protected(&name, labels) {
                     if r.active_named {
                         Plan::Denied
                     } else {

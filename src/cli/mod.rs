@@ -1,5 +1,5 @@
 //! The `teamaccess` command line: every flag and subcommand (`crd`,
-//! `render`, `run`). `run` turns its flags into [`Options`] for the
+//! `render`, `diff`, `run`). `run` turns its flags into [`Options`] for the
 //! controller; nothing here talks to the API server.
 
 use std::collections::BTreeSet;
@@ -14,6 +14,7 @@ use tracing::error;
 use crate::access::desired::{DEFAULT_PROTECTED_NAMESPACES, Settings};
 use crate::controller::Timing;
 use crate::controller::run::{LeaseOptions, Options};
+pub mod diff;
 pub mod render;
 use crate::access::tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS;
 
@@ -34,12 +35,15 @@ pub enum Command {
     Crd,
     /// Print, offline, the Roles and RoleBindings that TeamAccess objects would produce.
     Render(RenderArgs),
+    /// Print, offline, how access changes between two sets of TeamAccess
+    /// files; exit 0 no change, 1 access changes, 2 invalid input.
+    Diff(diff::DiffArgs),
     /// Run the controller.
     Run(Box<RunArgs>),
 }
 
 /// What decides which namespaces are written and what Admin covers; shared by
-/// `run` and `render` so a render in CI predicts what the operator will do.
+/// `run`, `render` and `diff` so what CI shows predicts what the operator does.
 #[derive(Args, Debug, Clone)]
 pub struct SettingsArgs {
     /// The operator's own namespace; always protected.
@@ -108,7 +112,8 @@ pub struct RenderArgs {
     pub file: PathBuf,
 
     /// Namespace objects (YAML documents, or the output of `kubectl get ns -o yaml`).
-    /// Without it no namespace exists: named ones are Pending, selectors match nothing.
+    /// Without it every namespace a grant names is taken as existing, and
+    /// selectors match nothing.
     #[arg(long)]
     pub namespaces: Option<PathBuf>,
 
@@ -154,9 +159,13 @@ fn run_render(args: RenderArgs) -> Result<String, Box<dyn std::error::Error>> {
     let namespaces = match &args.namespaces {
         Some(path) => {
             let (text, name) = read(path)?;
-            render::parse_namespaces(&text, &name)?
+            Some(render::parse_namespaces(&text, &name)?)
         }
-        None => Vec::new(),
+        None => None,
+    };
+    let inventory = match &namespaces {
+        Some(list) => render::Inventory::Given(list),
+        None => render::Inventory::NamedOnly,
     };
     let groups: BTreeSet<String> = match args.api_groups {
         // `kubectl api-versions` prints group/version, and plain v1 for core
@@ -179,13 +188,7 @@ fn run_render(args: RenderArgs) -> Result<String, Box<dyn std::error::Error>> {
             .map(|s| s.to_string())
             .collect(),
     };
-    Ok(render::render(
-        &access,
-        &namespaces,
-        &groups,
-        &settings,
-        now,
-    ))
+    Ok(render::render(&access, inventory, &groups, &settings, now))
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -205,6 +208,7 @@ pub fn main(cli: Cli) -> i32 {
                 1
             }
         },
+        Command::Diff(args) => diff::run(args),
         Command::Run(args) => run(*args),
     }
 }

@@ -209,11 +209,45 @@ fn strict<T: DeserializeOwned>(value: Value) -> Result<T, Vec<FieldError>> {
     }
 }
 
+/// What to do with a document that is not a TeamAccess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtherKinds {
+    /// `render -f` is given TeamAccess objects: anything else is a mistake.
+    Refuse,
+    /// A repository folder also holds Namespaces, Kustomizations and the like.
+    Skip,
+}
+
 /// Parses and validates TeamAccess documents as the API server would.
 pub fn parse_teamaccesses(text: &str, source_name: &str) -> Result<Vec<TeamAccess>, RenderError> {
+    Ok(
+        parse_teamaccess_documents(text, source_name, OtherKinds::Refuse)?
+            .into_iter()
+            .map(|(_, ta)| ta)
+            .collect(),
+    )
+}
+
+/// Whether a document is meant as a TeamAccess: its kind says so, or its
+/// apiVersion is in our group (then a wrong kind is an error, not skipped).
+fn is_ours(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("TeamAccess")
+        || (v.get("apiVersion").and_then(Value::as_str))
+            .is_some_and(|a| a.split('/').next() == Some(crate::api::teamaccess::GROUP))
+}
+
+/// As [`parse_teamaccesses`], with each object's document number.
+pub fn parse_teamaccess_documents(
+    text: &str,
+    source_name: &str,
+    others: OtherKinds,
+) -> Result<Vec<(usize, TeamAccess)>, RenderError> {
     let mut out = Vec::new();
     let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
     for doc in documents(text, source_name)? {
+        if others == OtherKinds::Skip && !is_ours(&doc.value) {
+            continue;
+        }
         if let Some(name) = doc.value.pointer("/metadata/name").and_then(Value::as_str) {
             if let Some(&first) = seen.get(name) {
                 return Err(RenderError::Duplicate {
@@ -243,7 +277,7 @@ pub fn parse_teamaccesses(text: &str, source_name: &str) -> Result<Vec<TeamAcces
         if let Some(obj) = value.as_object_mut() {
             obj.remove("status");
         }
-        out.push(strict::<TeamAccess>(value).map_err(invalid)?);
+        out.push((doc.number, strict::<TeamAccess>(value).map_err(invalid)?));
     }
     Ok(out)
 }
@@ -299,18 +333,38 @@ pub fn parse_now(s: &str) -> Result<Timestamp, RenderError> {
     s.parse().map_err(|_| RenderError::Now(s.to_string()))
 }
 
+/// Which namespaces exist, as far as an offline command knows.
+#[derive(Clone, Copy, Debug)]
+pub enum Inventory<'a> {
+    /// `--namespaces FILE`: exactly these exist, with these labels.
+    Given(&'a [Namespace]),
+    /// No inventory: every namespace a grant names is taken as existing, and
+    /// selectors match nothing (their labels are unknown).
+    NamedOnly,
+}
+
+/// The first line of a render without an inventory, so nobody mistakes it for
+/// a cluster's answer.
+pub const NAMED_ONLY_HEADER: &str = "# No --namespaces given: every namespace a grant names is taken as existing; selectors match nothing.\n";
+
 /// The YAML stream to print: per TeamAccess, a comment block with the plan of
 /// every targeted namespace, then its Roles and RoleBindings.
 pub fn render(
     access: &[TeamAccess],
-    namespaces: &[Namespace],
+    inventory: Inventory<'_>,
     served_api_groups: &BTreeSet<String>,
     settings: &Settings,
     now: Timestamp,
 ) -> String {
-    let index = desired::index_namespaces(namespaces);
-    let rules = desired::rules_by_tier(served_api_groups, settings);
     let mut out = String::new();
+    let index = match inventory {
+        Inventory::Given(namespaces) => desired::index_namespaces(namespaces),
+        Inventory::NamedOnly => {
+            out.push_str(NAMED_ONLY_HEADER);
+            desired::index_named(access)
+        }
+    };
+    let rules = desired::rules_by_tier(served_api_groups, settings);
     for ta in access {
         let name = ta.metadata.name.as_deref().unwrap_or_default();
         let d = desired::compute(ta, &index, settings, now);
@@ -453,7 +507,7 @@ spec:
             .collect();
         let out = render(
             &access,
-            &ns,
+            Inventory::Given(&ns),
             &groups,
             &Settings::with_defaults("teamaccess-system"),
             Timestamp::now(),

@@ -718,7 +718,7 @@ fn check(ta: TeamAccess, namespaces: Vec<Namespace>, world: World) -> Result<(),
     // render prints exactly a Role and a RoleBinding per Apply target, as YAML
     let out = crate::cli::render::render(
         std::slice::from_ref(&ta),
-        &namespaces,
+        crate::cli::render::Inventory::Given(&namespaces),
         &world.served,
         &world.settings,
         now,
