@@ -444,4 +444,6 @@ pub fn plan_state(plan: Plan) -> (NamespaceState, Option<&'static str>) {
 }
 
 #[cfg(test)]
+mod invariant;
+#[cfg(test)]
 mod tests;
