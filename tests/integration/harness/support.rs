@@ -113,6 +113,30 @@ pub async fn can_named(
     namespace: &str,
     name: Option<&str>,
 ) -> bool {
+    let who = Identity {
+        user: "someone@example.com",
+        groups: &[group],
+    };
+    may(client, &who, verb, resource, namespace, name).await
+}
+
+/// Who asks, as the authenticator would present them (`system:authenticated`
+/// is added to `groups`).
+pub struct Identity<'a> {
+    pub user: &'a str,
+    pub groups: &'a [&'a str],
+}
+
+/// An access question for exactly `who`: a subject added to a binding by
+/// name (a User, a ServiceAccount) is asked about under that name.
+pub async fn may(
+    client: &Client,
+    who: &Identity<'_>,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+    name: Option<&str>,
+) -> bool {
     let (res, sub) = match resource.split_once('/') {
         Some((r, s)) => (r, Some(s.to_string())),
         None => (resource, None),
@@ -123,8 +147,12 @@ pub async fn can_named(
     };
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
-            user: Some("someone@example.com".into()),
-            groups: Some(vec![group.into(), "system:authenticated".into()]),
+            user: Some(who.user.into()),
+            groups: Some(
+                (who.groups.iter().map(|g| g.to_string()))
+                    .chain(["system:authenticated".to_string()])
+                    .collect(),
+            ),
             resource_attributes: Some(ResourceAttributes {
                 namespace: Some(namespace.into()),
                 verb: Some(verb.into()),
