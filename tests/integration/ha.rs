@@ -92,6 +92,7 @@ fn ms(d: k8s_openapi::jiff::SignedDuration) -> i128 {
 async fn only_the_leader_writes_and_a_standby_takes_over() {
     let cluster = support::cluster().await;
     let id = support::unique("ha");
+    let began = Timestamp::now();
     let mut a = Operator::spawn(&cluster, &id, &format!("{id}-a"), &LEASE).await;
     a.wait_for_log("replica a to lead", "leading: reconciling")
         .await;
@@ -155,11 +156,25 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
             .any(|w| w.resource == "rolebindings" && w.verb == "create"),
         "{by_b:#?}"
     );
+    // the standby waited out the dead leader's lease: its first write (the
+    // lease itself) comes a full lease duration after a's last renewal
+    let ra = record(&cluster, &a.user, began).await;
+    let rb = record(&cluster, &b.user, began).await;
+    let last_renewal = *ra.renewals.iter().max().expect("a renewed its lease");
+    let taken = *rb.renewals.iter().min().expect("b took the lease");
+    println!(
+        "b took the lease {} ms after a's last renewal",
+        ms(taken.duration_since(last_renewal))
+    );
     assert!(
-        support::writes_by(&cluster, &a.user, from, to)
-            .await
-            .is_empty(),
-        "the dead leader wrote nothing"
+        taken >= last_renewal + SignedDuration::from_secs(6),
+        "b took the lease at {taken}, before a's expired"
+    );
+    let last_a = ra.writes.iter().chain(&ra.renewals).max().unwrap();
+    let first_b = rb.writes.iter().min().expect("b wrote");
+    assert!(
+        last_a < first_b,
+        "a wrote at {last_a}, after b began at {first_b}"
     );
 }
 
