@@ -383,6 +383,6 @@ pub fn role_binding(access: &TeamAccess, namespace: &str, tier: Tier) -> RoleBin
 }
 
 #[cfg(test)]
-mod proptests;
+pub(crate) mod proptests;
 #[cfg(test)]
 mod tests;

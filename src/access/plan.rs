@@ -528,4 +528,6 @@ pub fn plan_state(plan: Plan) -> (NamespaceState, Option<&'static str>) {
 }
 
 #[cfg(test)]
+mod invariant;
+#[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
@@ -25,10 +25,74 @@ fn writes_other_than_leases(events: Vec<support::AuditEvent>) -> Vec<support::Au
         .collect()
 }
 
+/// Deletes our RoleBinding in `ns` over and over, as an admin, so a leader
+/// has a write to make at any moment (a lease lost between two reconciles
+/// would show nothing); stops when dropped.
+struct Churn(tokio::task::JoinHandle<()>);
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn churn(cluster: &support::Cluster, ns: &str, name: &str) -> Churn {
+    let api = Api::<RoleBinding>::namespaced(cluster.client.clone(), ns);
+    let obj = teamaccess::access::naming::object_name(name);
+    Churn(tokio::spawn(async move {
+        loop {
+            let _ = api.delete(&obj, &DeleteParams::default()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }))
+}
+
+/// One replica's requests, from the audit log: its successful lease
+/// renewals, and every other write it attempted (refused ones too).
+struct Record {
+    renewals: Vec<Timestamp>,
+    writes: Vec<Timestamp>,
+}
+
+async fn record(cluster: &support::Cluster, user: &str, from: Timestamp) -> Record {
+    let events = support::writes_by(cluster, user, from, Timestamp::now()).await;
+    let (leases, others): (Vec<_>, Vec<_>) =
+        events.into_iter().partition(|e| e.resource == "leases");
+    Record {
+        renewals: (leases.iter())
+            // taking the lease (create) renews it as much as an update does
+            .filter(|e| e.code == 200 || e.code == 201)
+            .map(|e| e.received)
+            .collect(),
+        writes: others.iter().map(|e| e.received).collect(),
+    }
+}
+
+/// Waits until `user` has recreated the churned binding since `from`.
+async fn repairing(cluster: &support::Cluster, user: &str, from: Timestamp) {
+    support::eventually(
+        &format!("{user} to repair the churned binding"),
+        Duration::from_secs(30),
+        || async {
+            (support::writes_by(cluster, user, from, Timestamp::now())
+                .await
+                .iter())
+            .any(|w| w.resource == "rolebindings" && w.verb == "create" && w.code == 201)
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+fn ms(d: k8s_openapi::jiff::SignedDuration) -> i128 {
+    d.as_millis()
+}
+
 #[tokio::test]
 async fn only_the_leader_writes_and_a_standby_takes_over() {
     let cluster = support::cluster().await;
     let id = support::unique("ha");
+    let began = Timestamp::now();
     let mut a = Operator::spawn(&cluster, &id, &format!("{id}-a"), &LEASE).await;
     a.wait_for_log("replica a to lead", "leading: reconciling")
         .await;
@@ -92,11 +156,25 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
             .any(|w| w.resource == "rolebindings" && w.verb == "create"),
         "{by_b:#?}"
     );
+    // the standby waited out the dead leader's lease: its first write (the
+    // lease itself) comes a full lease duration after a's last renewal
+    let ra = record(&cluster, &a.user, began).await;
+    let rb = record(&cluster, &b.user, began).await;
+    let last_renewal = *ra.renewals.iter().max().expect("a renewed its lease");
+    let taken = *rb.renewals.iter().min().expect("b took the lease");
+    println!(
+        "b took the lease {} ms after a's last renewal",
+        ms(taken.duration_since(last_renewal))
+    );
     assert!(
-        support::writes_by(&cluster, &a.user, from, to)
-            .await
-            .is_empty(),
-        "the dead leader wrote nothing"
+        taken >= last_renewal + SignedDuration::from_secs(6),
+        "b took the lease at {taken}, before a's expired"
+    );
+    let last_a = ra.writes.iter().chain(&ra.renewals).max().unwrap();
+    let first_b = rb.writes.iter().min().expect("b wrote");
+    assert!(
+        last_a < first_b,
+        "a wrote at {last_a}, after b began at {first_b}"
     );
 }
 
@@ -127,10 +205,15 @@ async fn sigterm_releases_the_lease_for_an_immediate_takeover() {
 #[tokio::test]
 async fn a_leader_that_loses_its_lease_stops_writing_and_exits() {
     let cluster = support::cluster().await;
+    let began = Timestamp::now();
     let mut op = Operator::start(&cluster, "lose", &LEASE).await;
     let ns = support::namespace(&cluster.client, "lose", &[]).await;
     let name = format!("lose-{}", op.id);
     operator::grant(&cluster, &op, &name, G, "Reader", &ns).await;
+    // the leader has work to do right up to the moment it loses the lease
+    let start = Timestamp::now();
+    let churn = churn(&cluster, &ns, &name);
+    repairing(&cluster, &op.user, start).await;
 
     // another holder takes the lease (as a partitioned replica's successor would)
     let leases = Api::<Lease>::namespaced(cluster.client.clone(), OPERATOR_NS);
@@ -150,17 +233,10 @@ async fn a_leader_that_loses_its_lease_stops_writing_and_exits() {
         Some(1),
         "it exits when it loses the lease"
     );
+    drop(churn);
     assert!(op.logged("lost the leader lease; exiting so that only the leader writes"));
-    // a drift after it left is not corrected by it
-    Api::<RoleBinding>::namespaced(cluster.client.clone(), &ns)
-        .delete(
-            &teamaccess::access::naming::object_name(&name),
-            &DeleteParams::default(),
-        )
-        .await
-        .unwrap();
     // a leader learns of the loss at its next renewal attempt (within one
-    // retry period, as with any lease); from then on it must write nothing
+    // retry period, as with any lease)
     let noticed: Timestamp = op
         .log_lines()
         .iter()
@@ -172,12 +248,108 @@ async fn a_leader_that_loses_its_lease_stops_writing_and_exits() {
         "noticed after {:?}",
         noticed.duration_since(taken)
     );
-    let writes = writes_other_than_leases(
-        support::writes_by(&cluster, &op.user, noticed, Timestamp::now()).await,
+
+    // every write it made, from the audit log: none after its lease ran out
+    // (its last renewal plus the lease duration), none after it noticed,
+    // and those between the takeover and noticing it within a retry period
+    let r = record(&cluster, &op.user, began).await;
+    let last_renewal = *r
+        .renewals
+        .iter()
+        .max()
+        .expect("the leader renewed its lease");
+    let last_write = *r
+        .writes
+        .iter()
+        .max()
+        .expect("the leader repaired the binding");
+    let expiry = last_renewal + SignedDuration::from_secs(6);
+    println!(
+        "lease taken {} ms after the last renewal; last write {} ms after the last renewal, \
+         {} ms after the takeover; loss noticed {} ms after the takeover; {} writes",
+        ms(taken.duration_since(last_renewal)),
+        ms(last_write.duration_since(last_renewal)),
+        ms(last_write.duration_since(taken)),
+        ms(noticed.duration_since(taken)),
+        r.writes.len(),
     );
     assert!(
-        writes.is_empty(),
-        "no writes after losing the lease: {writes:#?}"
+        last_write < expiry,
+        "a write at {last_write}, after the lease expired at {expiry}"
+    );
+    assert!(
+        last_write <= noticed,
+        "a write at {last_write}, after it noticed the loss at {noticed}"
+    );
+    assert!(
+        last_write.duration_since(taken) <= SignedDuration::from_secs(1 + 2),
+        "writes went on {:?} after the takeover",
+        last_write.duration_since(taken)
+    );
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_stops_writing_before_its_lease_expires() {
+    let cluster = support::cluster().await;
+    let id = support::unique("cutoff");
+    let (ra, rb) = (format!("{id}-a"), format!("{id}-b"));
+    let began = Timestamp::now();
+    let mut a = Operator::spawn(&cluster, &id, &ra, &LEASE).await;
+    a.wait_for_log("replica a to lead", "leading: reconciling")
+        .await;
+    let b = Operator::spawn(&cluster, &id, &rb, &LEASE).await;
+    b.wait_for_log("replica b to sync its caches", "caches synced")
+        .await;
+    let ns = support::namespace(&cluster.client, "cutoff", &[]).await;
+    let name = format!("cutoff-{id}");
+    operator::grant(&cluster, &a, &name, G, "Reader", &ns).await;
+    let start = Timestamp::now();
+    let churn = churn(&cluster, &ns, &name);
+    repairing(&cluster, &a.user, start).await;
+
+    // a is cut off from its lease (as by a partition: it cannot renew, and
+    // cannot know whether anyone took over), while it can still write
+    // everything else; b, which can, takes over once the lease expires
+    Api::<RoleBinding>::namespaced(cluster.client.clone(), OPERATOR_NS)
+        .delete(
+            &format!("teamaccess-leader-election-{ra}"),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    let cut = Timestamp::now();
+    assert_eq!(
+        a.exited(Duration::from_secs(20)).await,
+        Some(1),
+        "it exits when it cannot renew"
+    );
+    assert!(a.logged("could not renew the leader lease in time"));
+    b.wait_for_log("replica b to take over", "leading: reconciling")
+        .await;
+    repairing(&cluster, &b.user, cut).await;
+    drop(churn);
+
+    let ra = record(&cluster, &a.user, began).await;
+    let rb = record(&cluster, &b.user, began).await;
+    let last_renewal = *ra.renewals.iter().max().expect("a renewed its lease");
+    let last_write = *ra.writes.iter().max().expect("a repaired the binding");
+    let first_write_b = *rb.writes.iter().min().expect("b repaired the binding");
+    let expiry = last_renewal + SignedDuration::from_secs(6);
+    println!(
+        "cut {} ms after a's last renewal; a's last write {} ms after it ({} ms before its lease \
+         expired); b's first write {} ms after a's last",
+        ms(cut.duration_since(last_renewal)),
+        ms(last_write.duration_since(last_renewal)),
+        ms(expiry.duration_since(last_write)),
+        ms(first_write_b.duration_since(last_write)),
+    );
+    assert!(
+        last_write < expiry,
+        "a wrote at {last_write}, after its lease expired at {expiry}"
+    );
+    assert!(
+        last_write < first_write_b,
+        "two leaders wrote at once: a at {last_write}, b from {first_write_b}"
     );
 }
 

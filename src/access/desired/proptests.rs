@@ -21,9 +21,9 @@ use crate::api::teamaccess::{
     EntraGroup, NamespaceSelector, SelectorOperator, SelectorRequirement, TeamAccessSpec,
 };
 
-const OPERATOR_NAMESPACE: &str = "teamaccess-system";
+pub(crate) const OPERATOR_NAMESPACE: &str = "teamaccess-system";
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     "2026-11-23T12:00:00Z".parse().unwrap()
 }
 
@@ -87,7 +87,7 @@ const API_GROUPS: &[&str] = &[
 ];
 
 /// `--protected-namespace-selector` values, with what they mean.
-type LabelTest = fn(&BTreeMap<String, String>) -> bool;
+pub(crate) type LabelTest = fn(&BTreeMap<String, String>) -> bool;
 const PROTECTED_SELECTORS: &[(&str, LabelTest)] = &[
     ("protected=true", |l| {
         l.get("protected").map(String::as_str) == Some("true")
@@ -224,11 +224,11 @@ fn offset() -> impl Strategy<Value = i64> {
     ]
 }
 
-fn at(offset: i64) -> Time {
+pub(crate) fn at(offset: i64) -> Time {
     Time(Timestamp::from_second(now().as_second() + offset).unwrap())
 }
 
-fn window() -> impl Strategy<Value = (Option<Time>, Option<Time>)> {
+pub(crate) fn window() -> impl Strategy<Value = (Option<Time>, Option<Time>)> {
     (option::of(offset()), option::of(offset())).prop_map(|(from, until)| match (from, until) {
         (Some(f), Some(u)) => {
             let (f, u) = (f.min(u), f.max(u));
@@ -340,13 +340,13 @@ fn namespaces() -> impl Strategy<Value = Vec<Namespace>> {
 /// Operator settings: the defaults, maybe a protected selector, maybe more
 /// excluded API groups; and the API groups the cluster serves.
 #[derive(Debug)]
-struct World {
-    settings: Settings,
-    protected_by_labels: Option<LabelTest>,
-    served: BTreeSet<String>,
+pub(crate) struct World {
+    pub(crate) settings: Settings,
+    pub(crate) protected_by_labels: Option<LabelTest>,
+    pub(crate) served: BTreeSet<String>,
 }
 
-fn world() -> impl Strategy<Value = World> {
+pub(crate) fn world() -> impl Strategy<Value = World> {
     (
         option::of(select(PROTECTED_SELECTORS)),
         vec(select(API_GROUPS), 0..=3),
@@ -388,7 +388,7 @@ fn model_matches(sel: &NamespaceSelector, labels: &BTreeMap<String, String>) -> 
 }
 
 /// The plan of every namespace, read straight off the spec (sections 1-2).
-fn model(
+pub(crate) fn model(
     ta: &TeamAccess,
     namespaces: &[Namespace],
     world: &World,

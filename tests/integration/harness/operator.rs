@@ -266,6 +266,26 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// Stops the process (SIGSTOP) without ending it, so a test can make a
+    /// change and see its effect before the operator reacts.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {}", self.child.id());
+    }
+
     /// Sends SIGTERM and waits for the process to end; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = std::process::Command::new("kill")

@@ -114,7 +114,8 @@ pub async fn can_user(
     resource: &str,
     namespace: &str,
 ) -> bool {
-    access_review(client, user, &[], verb, resource, namespace, None).await
+    let who = Identity { user, groups: &[] };
+    may(client, &who, verb, resource, namespace, None).await
 }
 
 pub async fn can_named(
@@ -125,22 +126,25 @@ pub async fn can_named(
     namespace: &str,
     name: Option<&str>,
 ) -> bool {
-    access_review(
-        client,
-        "someone@example.com",
-        &[group],
-        verb,
-        resource,
-        namespace,
-        name,
-    )
-    .await
+    let who = Identity {
+        user: "someone@example.com",
+        groups: &[group],
+    };
+    may(client, &who, verb, resource, namespace, name).await
 }
 
-async fn access_review(
+/// Who asks, as the authenticator would present them (`system:authenticated`
+/// is added to `groups`).
+pub struct Identity<'a> {
+    pub user: &'a str,
+    pub groups: &'a [&'a str],
+}
+
+/// An access question for exactly `who`: a subject added to a binding by
+/// name (a User, a ServiceAccount) is asked about under that name.
+pub async fn may(
     client: &Client,
-    user: &str,
-    groups: &[&str],
+    who: &Identity<'_>,
     verb: &str,
     resource: &str,
     namespace: &str,
@@ -156,11 +160,10 @@ async fn access_review(
     };
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
-            user: Some(user.into()),
+            user: Some(who.user.into()),
             groups: Some(
-                (groups.iter().copied())
-                    .chain(["system:authenticated"])
-                    .map(String::from)
+                (who.groups.iter().map(|g| g.to_string()))
+                    .chain(["system:authenticated".to_string()])
                     .collect(),
             ),
             resource_attributes: Some(ResourceAttributes {
