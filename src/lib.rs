@@ -5,6 +5,7 @@
 //! - [`api`]: the TeamAccess type, label selectors, offline validation by the CRD's own schema;
 //! - [`access`]: pure decisions (tier tables, desired state, naming, comparison, write plan, status);
 //! - [`controller`]: the only code that talks to the API server;
+//! - [`review`]: the access report and its findings, pure, from listed objects;
 //! - [`cli`]: every flag and subcommand; [`ops`]: metrics and the HTTP endpoints.
 
 pub mod access;
@@ -12,3 +13,4 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod ops;
+pub mod review;

@@ -1,5 +1,5 @@
 //! The `teamaccess` command line: every flag and subcommand (`crd`,
-//! `render`, `run`). `run` turns its flags into [`Options`] for the
+//! `render`, `run`, `report`). `run` turns its flags into [`Options`] for the
 //! controller; nothing here talks to the API server.
 
 use std::collections::BTreeSet;
@@ -15,6 +15,7 @@ use crate::access::desired::{DEFAULT_PROTECTED_NAMESPACES, Settings};
 use crate::controller::Timing;
 use crate::controller::run::{LeaseOptions, Options};
 pub mod render;
+pub mod report;
 use crate::access::tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS;
 
 #[derive(Parser, Debug)]
@@ -36,6 +37,9 @@ pub enum Command {
     Render(RenderArgs),
     /// Run the controller.
     Run(Box<RunArgs>),
+    /// Who has access to which namespaces through RBAC, and what goes against
+    /// the AKS guidance (read access to the cluster is enough).
+    Report(report::ReportArgs),
 }
 
 /// What decides which namespaces are written and what Admin covers; shared by
@@ -206,6 +210,7 @@ pub fn main(cli: Cli) -> i32 {
             }
         },
         Command::Run(args) => run(*args),
+        Command::Report(args) => report::run(args),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod grant;
+pub mod inventory;
 pub mod leader;
 pub mod memory;
 pub mod reconcile;
