@@ -243,8 +243,9 @@ pub fn find(report: &Report, options: &Options) -> Vec<Finding> {
             add(
                 FindingKind::AdminWithoutExpiry,
                 format!(
-                    "TeamAccess {} grants[{grant}] gives Admin {where_} with no validUntil; Admin is for the platform team, just in time",
-                    m.teamaccess
+                    "TeamAccess {} grants[{grant}] gives group {} Admin {where_} with no validUntil; Admin is for the platform team, just in time",
+                    m.teamaccess,
+                    subject_label(row)
                 ),
             );
         }
@@ -258,7 +259,7 @@ pub fn find(report: &Report, options: &Options) -> Vec<Finding> {
             add(
                 FindingKind::UnmanagedDuplicate,
                 format!(
-                    "group {} also has {role} {where_} outside TeamAccess {ta}; revoking there would leave this",
+                    "group {} also has {role} {where_} outside TeamAccess {ta}; revoking its grant would leave this",
                     subject_label(row)
                 ),
             );
@@ -317,6 +318,11 @@ mod tests {
         );
         assert_eq!(f[0].severity, Severity::Low);
         assert!(f[0].reason.contains("grants[3]"), "{}", f[0].reason);
+        assert!(
+            f[0].reason.contains("payments-developers ("),
+            "{}",
+            f[0].reason
+        );
         assert_eq!(worst(&f), Some(Severity::Low));
     }
 
