@@ -230,11 +230,11 @@ impl<'a> View<'a> {
             .filter(|(r, _)| r.scope == Scope::Cluster)
             .count();
         let mut s = format!(
-            "{} grants to {} subjects in {} namespaces, {} of them cluster-wide (namespace *)",
+            "{} grants ({} cluster-wide, namespace *) to {} subjects in {} namespaces",
             self.rows.len(),
+            cluster,
             subjects.len(),
-            namespaces.len(),
-            cluster
+            namespaces.len()
         );
         if self.hidden > 0 {
             let _ = write!(
