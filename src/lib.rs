@@ -5,7 +5,7 @@
 //! - [`api`]: the TeamAccess type, label selectors, offline validation by the CRD's own schema;
 //! - [`access`]: pure decisions (tier tables, desired state, naming, comparison, write plan, status);
 //! - [`controller`]: the only code that talks to the API server;
-//! - [`review`]: pure access review for people (the access change between two sets of objects);
+//! - [`review`]: pure access review for people: the access change between two sets of objects, the access report and its findings;
 //! - [`cli`]: every flag and subcommand; [`ops`]: metrics and the HTTP endpoints.
 
 pub mod access;

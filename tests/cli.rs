@@ -733,3 +733,49 @@ fn usage_errors_exit_2() {
         assert!(r.stdout.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn report_refuses_bad_flags_before_it_connects() {
+    // a kubeconfig that points nowhere: the flags are judged first
+    let kubeconfig = scratch("report").join("nowhere.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\n\
+         users: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let kc = p(&kubeconfig);
+    let r = run(&[
+        "report",
+        "--kubeconfig",
+        &kc,
+        "--allow-cluster-admin",
+        "Platform-Admins",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("--allow-cluster-admin: \"Platform-Admins\" is not an Entra group object ID"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&[
+        "report",
+        "--kubeconfig",
+        &kc,
+        "--namespaces",
+        "Payments_Prod",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--namespaces: \"Payments_Prod\""),
+        "{}",
+        r.stderr
+    );
+    // nothing listening: exit 2 (the job is broken), not 1 (access is wrong)
+    let r = run(&["report", "--kubeconfig", &kc, "--fail-on", "high"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with("error: listing "), "{}", r.stderr);
+    let r = run(&["report", "--fail-on", "critical"]);
+    assert_eq!(r.code, 2, "clap refuses an unknown severity: {}", r.stderr);
+}

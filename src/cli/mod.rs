@@ -1,5 +1,5 @@
 //! The `teamaccess` command line: every flag and subcommand (`crd`,
-//! `render`, `diff`, `run`). `run` turns its flags into [`Options`] for the
+//! `render`, `diff`, `run`, `report`). `run` turns its flags into [`Options`] for the
 //! controller; nothing here talks to the API server.
 
 use std::collections::BTreeSet;
@@ -16,6 +16,7 @@ use crate::controller::Timing;
 use crate::controller::run::{LeaseOptions, Options};
 pub mod diff;
 pub mod render;
+pub mod report;
 use crate::access::tiers::DEFAULT_ADMIN_EXCLUDE_API_GROUPS;
 
 #[derive(Parser, Debug)]
@@ -40,6 +41,9 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Run the controller.
     Run(Box<RunArgs>),
+    /// Who has access to which namespaces through RBAC, and what goes against
+    /// the AKS guidance (read access to the cluster is enough).
+    Report(report::ReportArgs),
 }
 
 /// What decides which namespaces are written and what Admin covers; shared by
@@ -210,6 +214,7 @@ pub fn main(cli: Cli) -> i32 {
         },
         Command::Diff(args) => diff::run(args),
         Command::Run(args) => run(*args),
+        Command::Report(args) => report::run(args),
     }
 }
 

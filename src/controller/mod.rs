@@ -11,6 +11,7 @@ pub mod events;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod grant;
+pub mod inventory;
 pub mod leader;
 pub mod memory;
 pub mod preflight;

@@ -78,21 +78,29 @@ pub enum RunError {
 }
 
 async fn client(args: &Options) -> Result<Client, RunError> {
+    connect(args.kubeconfig.as_deref(), args.context.as_deref()).await
+}
+
+/// A client from `kubeconfig` and `context` as `run` reads them: the file, else
+/// the context of the default kubeconfig, else in-cluster or the default.
+/// `report` connects the same way.
+pub async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<Client, RunError> {
     let options = KubeConfigOptions {
-        context: args.context.clone(),
+        context: context.map(str::to_string),
         ..Default::default()
     };
     let e = |e: &dyn std::fmt::Display| RunError::Kubeconfig(e.to_string());
-    let config = match &args.kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path).map_err(|x| e(&x))?;
             Config::from_custom_kubeconfig(kc, &options)
                 .await
                 .map_err(|x| e(&x))?
         }
-        None if args.context.is_some() => {
-            Config::from_kubeconfig(&options).await.map_err(|x| e(&x))?
-        }
+        None if context.is_some() => Config::from_kubeconfig(&options).await.map_err(|x| e(&x))?,
         None => Config::infer().await.map_err(|x| e(&x))?,
     };
     let mut config = config;

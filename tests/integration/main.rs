@@ -10,6 +10,7 @@ mod gitops;
 mod ha;
 mod harness;
 mod helm;
+mod report;
 mod revocation;
 
 use harness::{operator, support};
