@@ -287,9 +287,9 @@ fn meta_differences(want: &ObjectMeta, have: &ObjectMeta, out: &mut Vec<Field>) 
 }
 
 /// A rule with absent and empty lists made the same.
-type NormalRule = [Vec<String>; 5];
+pub type NormalRule = [Vec<String>; 5];
 
-fn normalize_rule(r: &PolicyRule) -> NormalRule {
+pub fn normalize_rule(r: &PolicyRule) -> NormalRule {
     let v = |o: &Option<Vec<String>>| o.clone().unwrap_or_default();
     [
         v(&r.api_groups),

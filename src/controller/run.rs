@@ -126,8 +126,19 @@ where
         + Sync
         + 'static,
 {
+    reflected(watcher(api, config))
+}
+
+/// A store fed by `events`, and the stream of objects they touch; a failed
+/// watch is logged once per failure and retried with backoff.
+fn reflected<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> (Store<K>, impl Stream<Item = K> + Send + 'static)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config))
+    let stream = reflector::reflector(writer, events)
         .default_backoff()
         .touched_objects()
         .filter_map(|r| async move {
@@ -169,15 +180,7 @@ where
                 m.metadata.managed_fields = None;
             })
         });
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, events)
-        .default_backoff()
-        .touched_objects()
-        .filter_map(|r| async move {
-            r.map_err(|e| warn!(error = %crate::controller::error::readable_watch(&e), "watch failed; retrying"))
-                .ok()
-        });
-    (store, stream)
+    reflected(events)
 }
 
 fn teamaccess_watch(selector: &Option<String>) -> watcher::Config {

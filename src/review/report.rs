@@ -7,6 +7,7 @@
 //! gives is named by comparing its role's rules with the tier tables, so a
 //! hand-made copy of a tier reads as that tier, and anything else as custom.
 
+use crate::access::compare::{NormalRule, normalize_rule};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -457,20 +458,7 @@ fn atoms(rules: &[PolicyRule]) -> Option<BTreeSet<Atom>> {
 pub struct Classifier {
     reader: BTreeSet<Atom>,
     writer: BTreeSet<Atom>,
-    seen: HashMap<Vec<PolicyRuleKey>, Access>,
-}
-
-type PolicyRuleKey = [Vec<String>; 5];
-
-fn key(r: &PolicyRule) -> PolicyRuleKey {
-    let v = |o: &Option<Vec<String>>| o.clone().unwrap_or_default();
-    [
-        v(&r.api_groups),
-        v(&r.resources),
-        r.verbs.clone(),
-        v(&r.resource_names),
-        v(&r.non_resource_urls),
-    ]
+    seen: HashMap<Vec<NormalRule>, Access>,
 }
 
 impl Default for Classifier {
@@ -491,7 +479,7 @@ impl Classifier {
     }
 
     pub fn access(&mut self, rules: &[PolicyRule]) -> Access {
-        let k: Vec<PolicyRuleKey> = rules.iter().map(key).collect();
+        let k: Vec<NormalRule> = rules.iter().map(normalize_rule).collect();
         if let Some(a) = self.seen.get(&k) {
             return *a;
         }

@@ -284,15 +284,7 @@ async fn suspend_takes_away_what_the_spec_no_longer_grants() {
     // the last group removed: nothing is left, so our objects go
     operator::apply(&cluster, &op, &team, spec(&[OTHERS], "Reader", true)).await;
     let plain = Api::<RoleBinding>::namespaced(c.clone(), &ns);
-    eventually("binding deleted", Duration::from_secs(30), || async {
-        plain
-            .get_opt(&object)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    support::absent(&plain, &object, "binding deleted", Duration::from_secs(30)).await;
     assert!(!can(c, READERS, "list", "pods", &ns).await);
     assert!(
         !can(c, OTHERS, "list", "pods", &ns).await,
@@ -511,17 +503,11 @@ async fn objects_we_own_are_found_by_ownership_when_their_labels_are_gone() {
     )
     .await;
     assert!(can(c, READERS, "list", "pods", &expiring_ns).await);
-    eventually(
+    support::absent(
+        &bindings,
+        &object,
         "the binding deleted at expiry",
         Duration::from_secs(90),
-        || async {
-            bindings
-                .get_opt(&object)
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        },
     )
     .await;
     assert!(!can(c, READERS, "list", "pods", &expiring_ns).await);
@@ -705,14 +691,12 @@ async fn a_write_decided_on_a_stale_version_never_touches_a_newer_object() {
         serde_json::to_string(&created).unwrap(),
         "the foreign Role is unchanged"
     );
-    eventually("our binding deleted", Duration::from_secs(30), || async {
-        Api::<RoleBinding>::namespaced(c.clone(), &ns)
-            .get_opt(&object)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
+    support::absent(
+        &Api::<RoleBinding>::namespaced(c.clone(), &ns),
+        &object,
+        "our binding deleted",
+        Duration::from_secs(30),
+    )
     .await;
     assert!(!can(c, READERS, "get", "secrets", &ns).await);
 }

@@ -186,6 +186,17 @@ pub async fn may(
     answer.status.map(|s| s.allowed).unwrap_or(false)
 }
 
+/// Waits until `api` holds no object `name`.
+pub async fn absent<K>(api: &Api<K>, name: &str, what: &str, limit: Duration)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, limit, || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
 /// A kubeconfig that authenticates as ServiceAccount `namespace/name` with a
 /// token valid for `valid_for` (ask for longer than any test run), and nothing else.
 pub async fn service_account_kubeconfig(
