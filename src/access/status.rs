@@ -227,7 +227,8 @@ pub fn compute(
         ),
     };
     let mut ready = ready;
-    if ready.status == "True" && !observed.expiring.is_empty() {
+    // on every Ready, True or not: the event is sent once per line it lacks
+    if !observed.expiring.is_empty() {
         ready.message = format!(
             "{}; expiring soon: {}",
             ready.message,
