@@ -308,4 +308,29 @@ mod tests {
         let again = notices(&teamaccess(&[("c", NamespaceState::Conflict)]), &outcomes);
         assert!(again.iter().all(|n| n.reason != EventReason::Conflict));
     }
+
+    #[test]
+    fn an_expiry_is_announced_once_not_on_every_resync() {
+        let mut ta = crate::api::fixtures::teamaccess("x", serde_json::json!([]), false);
+        let line = "grant 0 (Admin in prod) expires at 2026-12-03T00:00:00Z".to_string();
+        let n = expiry_notices(&ta, std::slice::from_ref(&line));
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].reason, EventReason::GrantExpiringSoon);
+        assert!(n[0].note.starts_with(&line));
+        // once the status carries the line, the next reconcile sends nothing
+        ta.status = Some(TeamAccessStatus {
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "Conflict".into(),
+                message: format!("objects ...; expiring soon: {line}"),
+                observed_generation: None,
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+            }],
+            ..Default::default()
+        });
+        assert!(expiry_notices(&ta, &[line]).is_empty());
+    }
 }
