@@ -11,5 +11,7 @@ mod ha;
 mod harness;
 mod helm;
 mod revocation;
+/// The rig itself is real (RBAC, tokens, the audit log).
+mod rig;
 
 use harness::{operator, support};
