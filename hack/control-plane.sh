@@ -95,7 +95,7 @@ running() { # pid
   [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
   state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
   [ "$state" != Z ] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -F "$DIR/" >/dev/null
+  tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -F "$DIR/" >/dev/null
 }
 
 component_running() { running "$(pid_of "$1")"; }
@@ -139,9 +139,11 @@ wait_for() { # description seconds component command...
 # jsonpath prints "null" for a ClusterRole with no rules
 view_aggregated() { local r; r=$("$@" get clusterrole view -o jsonpath='{.rules[0].verbs}') && [ -n "$r" ] && [ "$r" != null ]; }
 
-etcd_healthy() { curl -sf "http://127.0.0.1:$etcd_port/health" | grep -F '"health":"true"' >/dev/null; }
-apiserver_ready() { "$BIN/kubectl" --kubeconfig="$DIR/admin.kubeconfig" get --raw /readyz; }
-kcm_healthy() { curl -ksf "https://127.0.0.1:$kcm_port/healthz"; }
+# kubectl speaks to all three, so no other HTTP client is needed
+etcd_healthy() { "$BIN/kubectl" --kubeconfig=/dev/null --server="http://127.0.0.1:$etcd_port" get --raw /health </dev/null | grep -F '"health":"true"' >/dev/null; }
+apiserver_ready() { "$BIN/kubectl" --kubeconfig="$DIR/admin.kubeconfig" get --raw /readyz </dev/null; }
+# the controller-manager's serving certificate is self-signed
+kcm_healthy() { "$BIN/kubectl" --kubeconfig="$DIR/admin.kubeconfig" --server="https://127.0.0.1:$kcm_port" --insecure-skip-tls-verify=true get --raw /healthz </dev/null; }
 
 # waits until `name` serves, after up or start
 ready() { # name
@@ -176,7 +178,7 @@ folder_processes() {
   for f in /proc/[0-9]*/cmdline; do
     pid=${f#/proc/}; pid=${pid%/cmdline}
     exe=
-    IFS= read -r -d '' exe <"$f" 2>/dev/null || [ -n "$exe" ] || continue
+    IFS= read -r -d '' exe 2>/dev/null <"$f" || [ -n "$exe" ] || continue
     case "${exe##*/}" in etcd | kube-apiserver | kube-controller-manager) ;; *) continue ;; esac
     running "$pid" && echo "${exe##*/} $pid"
   done
