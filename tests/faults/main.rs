@@ -6,5 +6,8 @@
 // the integration target's harness, shared (not copied)
 #[path = "../integration/harness/mod.rs"]
 mod harness;
+
+mod apiserver;
+mod checks;
 mod plane;
 mod rig;
