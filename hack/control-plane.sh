@@ -107,6 +107,13 @@ launch() { # name
   mapfile -d '' -t argv <"$DIR/cmd/$name"
   "${argv[@]}" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
   pid=$!
+  # until it execs, the PID is a copy of this script, which `running` does
+  # not count as the component: wait for the exec (or the exit)
+  local i
+  for i in $(seq 100); do
+    running "$pid" || [ ! -d "/proc/$pid" ] && break
+    sleep 0.05
+  done
   { grep -v "^$name " "$DIR/pids" 2>/dev/null || true; echo "$name $pid"; } >"$DIR/pids.new"
   mv "$DIR/pids.new" "$DIR/pids"
 }
