@@ -9,5 +9,6 @@ mod harness;
 
 mod apiserver;
 mod checks;
+mod operator;
 mod plane;
 mod rig;
