@@ -2,7 +2,7 @@
 SHELL := bash
 DEV_DIR ?= .dev/cluster
 
-.PHONY: build test image-test demo demo-down bench lint crds dev-cluster dev-cluster-down control-plane
+.PHONY: build test test-faults image-test demo demo-down bench lint crds dev-cluster dev-cluster-down control-plane
 
 build:
 	cargo build
@@ -21,6 +21,10 @@ bench:
 ## test: every unit, CLI and integration test, against a real control plane
 test:
 	hack/test.sh
+
+## test-faults: control planes of their own, broken on purpose (components killed and restarted) under a running operator
+test-faults:
+	hack/test-faults.sh
 
 ## image-test: build the image here (static binary on scratch, podman) and run it hardened against a real control plane
 image-test:

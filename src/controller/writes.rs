@@ -77,6 +77,8 @@ impl Writes {
     /// Create-only: never overwrites an object we could not see.
     pub async fn create<K: Managed>(&self, object: &K) -> Result<Created<K>, Error> {
         let (ns, name) = names(object);
+        #[cfg(feature = "failpoints")]
+        crate::controller::failpoint::before_create(K::KIND, &ns).await;
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()

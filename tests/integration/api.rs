@@ -7,40 +7,8 @@ use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 use teamaccess::api::validate::cases;
 
+use crate::operator::{CRD_NAME, install_crd};
 use crate::support::{self, Cluster};
-
-pub const CRD_NAME: &str = "teamaccesses.teamaccess.dev";
-
-/// Installs the committed CRD (crds/, what users apply) once per test run.
-pub async fn install_crd(cluster: &Cluster) {
-    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    DONE.get_or_init(|| async {
-        let text = include_str!("../../crds/teamaccess.dev_teamaccesses.yaml");
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(text).expect("crds/ parses");
-        let api = Api::<CustomResourceDefinition>::all(cluster.client.clone());
-        api.patch(
-            CRD_NAME,
-            &PatchParams::apply("teamaccess-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("the API server accepts the CRD");
-        support::eventually(
-            "the CRD to be Established",
-            std::time::Duration::from_secs(30),
-            || async {
-                let crd = api.get(CRD_NAME).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            },
-        )
-        .await;
-    })
-    .await;
-}
 
 fn teamaccess_api(cluster: &Cluster) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk_with_plural(

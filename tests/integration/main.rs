@@ -12,5 +12,7 @@ mod harness;
 mod helm;
 mod report;
 mod revocation;
+/// The rig itself is real (RBAC, tokens, the audit log).
+mod rig;
 
 use harness::{operator, support};

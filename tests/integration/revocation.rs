@@ -663,7 +663,7 @@ async fn a_write_decided_on_a_stale_version_never_touches_a_newer_object() {
         || async {
             op.log_lines()
                 .iter()
-                .any(|l| l["message"] == "failpoint: pausing before apply" && l["kind"] == "Role")
+                .any(|l| l["message"] == "failpoint: pausing" && l["kind"] == "Role")
                 .then_some(())
         },
     )

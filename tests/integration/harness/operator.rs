@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::discovery::pinned_kind;
 use serde_json::{Value, json};
@@ -20,11 +21,42 @@ pub const OPERATOR_NS: &str = "teamaccess-system";
 /// The label each test's operator selects its TeamAccess objects by.
 pub const TEST_LABEL: &str = "teamaccess-test/operator";
 
-/// The CRD, the operator's namespace and config/rbac, once per run.
+pub const CRD_NAME: &str = "teamaccesses.teamaccess.dev";
+
+/// Installs the committed CRD (crds/, what users apply) once per control plane.
+pub async fn install_crd(cluster: &Cluster) {
+    support::once(cluster, "crd", || async {
+        let text = include_str!("../../../crds/teamaccess.dev_teamaccesses.yaml");
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(text).expect("crds/ parses");
+        let api = Api::<CustomResourceDefinition>::all(cluster.client.clone());
+        api.patch(
+            CRD_NAME,
+            &PatchParams::apply("teamaccess-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the API server accepts the CRD");
+        support::eventually(
+            "the CRD to be Established",
+            std::time::Duration::from_secs(30),
+            || async {
+                let crd = api.get(CRD_NAME).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    })
+    .await;
+}
+
+/// The CRD, the operator's namespace and config/rbac, once per control plane.
 pub async fn install(cluster: &Cluster) {
-    crate::api::install_crd(cluster).await;
-    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    DONE.get_or_init(|| async {
+    install_crd(cluster).await;
+    support::once(cluster, "operator", || async {
         let mut ns = Namespace::default();
         ns.metadata.name = Some(OPERATOR_NS.into());
         match Api::<Namespace>::all(cluster.client.clone())

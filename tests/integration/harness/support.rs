@@ -35,14 +35,43 @@ fn env_path(var: &str) -> PathBuf {
 pub struct Cluster {
     pub client: Client,
     pub kubeconfig: PathBuf,
+    /// Its API server's audit log.
+    pub audit_log: PathBuf,
 }
 
 /// A client for the control plane `make test` started. A new one per test:
 /// a kube Client lives on the runtime that made it, and each test has its own.
 pub async fn cluster() -> Cluster {
-    let kubeconfig = env_path(ENV_KUBECONFIG);
+    cluster_at(env_path(ENV_KUBECONFIG), env_path(ENV_AUDIT_LOG)).await
+}
+
+/// A client for the control plane with this admin kubeconfig and audit log
+/// (a fault test's own, started by hack/control-plane.sh in its folder).
+pub async fn cluster_at(kubeconfig: PathBuf, audit_log: PathBuf) -> Cluster {
     let client = client_for(&kubeconfig).await;
-    Cluster { client, kubeconfig }
+    Cluster {
+        client,
+        kubeconfig,
+        audit_log,
+    }
+}
+
+/// Runs `setup` once per control plane (told apart by kubeconfig) and `what`:
+/// the `integration` target shares one control plane between its tests, the
+/// `faults` target starts one per test in the same process.
+pub async fn once<F, Fut>(cluster: &Cluster, what: &'static str, setup: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    static DONE: tokio::sync::Mutex<std::collections::BTreeSet<(PathBuf, &'static str)>> =
+        tokio::sync::Mutex::const_new(std::collections::BTreeSet::new());
+    let mut done = DONE.lock().await;
+    let key = (cluster.kubeconfig.clone(), what);
+    if !done.contains(&key) {
+        setup().await;
+        done.insert(key);
+    }
 }
 
 pub async fn client_for(kubeconfig: &Path) -> Client {
@@ -52,10 +81,6 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
         .await
         .expect("a usable kubeconfig");
     Client::try_from(config).expect("a client")
-}
-
-pub fn audit_log() -> PathBuf {
-    env_path(ENV_AUDIT_LOG)
 }
 
 /// A name unique to this test run and process, valid as a DNS label.
@@ -270,9 +295,10 @@ impl AuditEvent {
     }
 }
 
-/// Every request received in `[from, to]`, from the audit log.
-pub fn audit_events(from: Timestamp, to: Timestamp) -> Vec<AuditEvent> {
-    let text = std::fs::read_to_string(audit_log()).expect("reading the audit log");
+/// Every request received in `[from, to]`, from the audit log. Call
+/// [`audit_barrier`] first to be sure the log holds all of them.
+pub fn audit_events(cluster: &Cluster, from: Timestamp, to: Timestamp) -> Vec<AuditEvent> {
+    let text = std::fs::read_to_string(&cluster.audit_log).expect("reading the audit log");
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|e| {
@@ -314,9 +340,25 @@ pub async fn writes_by(
     to: Timestamp,
 ) -> Vec<AuditEvent> {
     audit_barrier(cluster).await;
-    audit_events(from, to)
+    audit_events(cluster, from, to)
         .into_iter()
         .filter(|e| e.user == user && e.is_write())
+        .collect()
+}
+
+/// Every request (reads, watches and writes) `user` made in `[from, to]`,
+/// once the audit log holds all of them: a loop left hot shows here even
+/// when it writes nothing.
+pub async fn requests_by(
+    cluster: &Cluster,
+    user: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> Vec<AuditEvent> {
+    audit_barrier(cluster).await;
+    audit_events(cluster, from, to)
+        .into_iter()
+        .filter(|e| e.user == user)
         .collect()
 }
 
@@ -330,7 +372,7 @@ pub async fn audit_barrier(cluster: &Cluster) {
         .await
         .expect("marker write");
     for _ in 0..200 {
-        let text = std::fs::read_to_string(audit_log()).unwrap_or_default();
+        let text = std::fs::read_to_string(&cluster.audit_log).unwrap_or_default();
         if text.contains(&format!("\"name\":\"{name}\"")) {
             return;
         }

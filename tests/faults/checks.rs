@@ -1,0 +1,193 @@
+//! What every fault test ends with: the exact set of Roles and RoleBindings
+//! the TeamAccess owns (nothing missing, nothing extra, no duplicates),
+//! effective access by SubjectAccessReview, a status with exact counts and
+//! Ready, and an operator that is quiet once it has converged.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::{Resource, ResourceExt};
+use teamaccess::api::teamaccess::TeamAccess;
+
+use crate::harness::operator::{Operator, condition, teamaccesses};
+use crate::harness::support::{self, Cluster, can};
+
+/// Creates `n` namespaces `{prefix}-000`… labelled `label=true`, 16 at a time.
+pub async fn namespaces(cluster: &Cluster, prefix: &str, n: usize, label: &str) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
+    let api = Api::<Namespace>::all(cluster.client.clone());
+    futures::stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let ns = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some([(label.to_string(), "true".to_string())].into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &ns).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("creating namespaces");
+    names
+}
+
+fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.kind == "TeamAccess")
+}
+
+/// Namespace → how many objects of kind `K` the TeamAccess with `uid` owns there.
+async fn owned<K>(cluster: &Cluster, uid: &str) -> BTreeMap<String, usize>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let mut count = BTreeMap::new();
+    for o in Api::<K>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("listing")
+        .items
+    {
+        if owned_by(o.meta(), uid) {
+            *count.entry(o.namespace().unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    count
+}
+
+/// How many Roles the TeamAccess with `uid` owns, over every namespace.
+pub async fn owned_roles(cluster: &Cluster, uid: &str) -> usize {
+    owned::<Role>(cluster, uid).await.values().sum()
+}
+
+/// Exactly one Role and one RoleBinding owned by `ta` in each of
+/// `namespaces`, and none anywhere else.
+pub async fn owns_exactly(cluster: &Cluster, ta: &TeamAccess, namespaces: &[String]) {
+    let uid = ta.uid().expect("a uid");
+    let want: BTreeMap<String, usize> = namespaces.iter().map(|n| (n.clone(), 1)).collect();
+    for (kind, have) in [
+        ("Roles", owned::<Role>(cluster, &uid).await),
+        ("RoleBindings", owned::<RoleBinding>(cluster, &uid).await),
+    ] {
+        let extra: Vec<_> = have.keys().filter(|n| !want.contains_key(*n)).collect();
+        let missing: Vec<_> = want.keys().filter(|n| !have.contains_key(*n)).collect();
+        let duplicated: Vec<_> = have.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(
+            extra.is_empty() && missing.is_empty() && duplicated.is_empty(),
+            "{kind} owned by {}: missing in {missing:?}, extra in {extra:?}, duplicated {duplicated:?}",
+            ta.name_any()
+        );
+        assert_eq!(have.values().sum::<usize>(), namespaces.len(), "{kind}");
+    }
+}
+
+/// A Writer member of `group` may create Deployments in every sampled
+/// namespace, may not edit RBAC there, and gets nothing in `outside`.
+pub async fn writer_access(cluster: &Cluster, group: &str, sample: &[&String], outside: &str) {
+    let c = &cluster.client;
+    for ns in sample {
+        assert!(
+            can(c, group, "create", "deployments.apps", ns).await,
+            "Writer creates deployments in {ns}"
+        );
+        assert!(
+            !can(c, group, "create", "roles.rbac.authorization.k8s.io", ns).await,
+            "Writer never edits RBAC in {ns}"
+        );
+    }
+    assert!(
+        !can(c, group, "get", "pods", outside).await,
+        "nothing in {outside}, which no grant selects"
+    );
+}
+
+/// Waits (up to `within`) until the status of the current generation counts
+/// exactly `n` targeted and `n` applied, nothing else, and is Ready.
+pub async fn converged(cluster: &Cluster, name: &str, n: u32, within: Duration) -> TeamAccess {
+    let api = teamaccesses(cluster);
+    support::eventually(
+        &format!("TeamAccess {name}: {n}/{n} applied and Ready"),
+        within,
+        || {
+            let api = api.clone();
+            async move {
+                let ta = api.get(name).await.ok()?;
+                let status = ta.status.as_ref()?;
+                let summary = status.summary.as_ref()?;
+                let exact = summary.targeted == n
+                    && summary.applied == n
+                    && summary.pending == 0
+                    && summary.skipped == 0
+                    && summary.failed == 0;
+                let ready = condition(&ta, "Ready")
+                    .is_some_and(|c| c.status == "True" && c.reason == "Applied");
+                (status.observed_generation == ta.metadata.generation && exact && ready)
+                    .then_some(ta)
+            }
+        },
+    )
+    .await
+}
+
+/// What the operator did over a `window` of steady state.
+#[derive(Debug)]
+pub struct Quiet {
+    /// Requests of every kind, from the audit log.
+    pub requests: usize,
+    pub writes: usize,
+    /// Lists: a watch that had to start over (after a 410, or a failure).
+    pub lists: usize,
+    /// "reconciled" lines of its own log.
+    pub reconciles: usize,
+}
+
+pub async fn over_steady_state(cluster: &Cluster, op: &Operator, window: Duration) -> Quiet {
+    let reconciled = || {
+        op.log_lines()
+            .iter()
+            .filter(|l| l["message"] == "reconciled")
+            .count()
+    };
+    let before = reconciled();
+    let from = Timestamp::now();
+    let started = Instant::now();
+    // the window is the measurement itself, not a wait for a condition
+    tokio::time::sleep(window).await;
+    let to = Timestamp::now();
+    let requests = support::requests_by(cluster, &op.user, from, to).await;
+    let quiet = Quiet {
+        requests: requests.len(),
+        writes: requests.iter().filter(|r| r.is_write()).count(),
+        lists: requests.iter().filter(|r| r.verb == "list").count(),
+        reconciles: reconciled() - before,
+    };
+    let mut by_kind = BTreeMap::new();
+    for r in &requests {
+        *by_kind
+            .entry(format!("{} {} {}", r.verb, r.resource, r.code))
+            .or_insert(0) += 1;
+    }
+    eprintln!(
+        "window of {:?}: {quiet:?}; requests: {by_kind:?}",
+        started.elapsed()
+    );
+    quiet
+}
