@@ -34,6 +34,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features failpoints -- -D warnings
+	cargo clippy --test faults --features failpoints -- -D warnings
 
 ## crds: regenerate crds/ from the TeamAccess type, and its copies for kustomize (config/crd/) and Helm (charts/teamaccess/crds/)
 crds:

@@ -340,7 +340,7 @@ async fn report_lists_grants_and_findings_with_read_access_only() {
     // read access only, and each kind listed (no watch, no get per object)
     support::audit_barrier(c).await;
     let user_name = format!("system:serviceaccount:{dev}:{sa}");
-    let requests: Vec<_> = support::audit_events(started, finished)
+    let requests: Vec<_> = support::audit_events(c, started, finished)
         .into_iter()
         .filter(|e| e.user == user_name)
         .collect();
