@@ -17,6 +17,7 @@
 # BENCH_BURST (50) at once; BENCH_ONBOARD_EVENTS (200) namespace creates that a
 # selector matches, the same gap apart.
 #
+# BENCH_TEAMACCESS_BIN: measure that binary instead of building the release one.
 # Output: one table per scenario on stderr; the JSON's path on stdout.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,8 +43,9 @@ if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
   exit 1
 fi
 
-TA_BIN=$PWD/target/release/teamaccess
-if [[ ,$OPERATORS, == *,teamaccess,* ]]; then
+# BENCH_TEAMACCESS_BIN measures a binary built elsewhere (another commit) as is
+TA_BIN=${BENCH_TEAMACCESS_BIN:-$PWD/target/release/teamaccess}
+if [ -z "${BENCH_TEAMACCESS_BIN:-}" ] && [[ ,$OPERATORS, == *,teamaccess,* ]]; then
   log "building the release binary"
   cargo build --release --quiet
 fi
