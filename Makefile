@@ -14,7 +14,7 @@ demo:
 demo-down:
 	hack/demo.sh down
 
-## bench: convergence, steady state, drift latency and memory at thousands of objects
+## bench: teamaccess side by side with rbac-manager (docs/benchmark.md); BENCH_SCENARIOS=S,M,L; not part of test
 bench:
 	hack/bench.sh
 

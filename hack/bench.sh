@@ -1,155 +1,336 @@
 #!/usr/bin/env bash
-# `make bench`: the operator (release build) against a real control plane at a
-# few thousand managed objects, measured side by side with the alternative a
-# platform team has today (render the same objects and `kubectl apply` them).
-# Latencies come from the API server's audit log (server timestamps), not from
-# the operator's own word. Prints a table; BENCH_NAMESPACES sets the scale.
+# `make bench`: teamaccess side by side with FairwindsOps rbac-manager, the
+# best-known peer, on the same real control plane build, in the same run.
+# Every (scenario, operator) gets a FRESH control plane, and the operators
+# alternate which goes first, so neither inherits the other's warm etcd or a
+# quieter machine. Every figure but memory and CPU comes from the API
+# server's audit log (server timestamps, filtered to the operator's own user),
+# not from the operator's own word; hack/bench-analyse.py reads it.
+#
+# Scenarios (BENCH_SCENARIOS=S,M,L, default all; BENCH_OPERATORS=teamaccess,rbac-manager):
+#   S  100 CRs x 5 named namespaces (500 bindings) out of 100 namespaces
+#   M  1,000 CRs x 10 named namespaces (10,000 bindings) out of 1,000
+#   L  one CR with a selector over 2,000 namespaces (BENCH_L_NAMESPACES)
+# Per run: objects applied with the operator stopped, then it starts
+# (convergence); BENCH_IDLE_SECONDS (60) of steady state; BENCH_DRIFT_EVENTS
+# (200) RoleBinding deletes BENCH_GAP_MS (20) apart, then a burst of
+# BENCH_BURST (50) at once; BENCH_ONBOARD_EVENTS (200) namespace creates that a
+# selector matches, the same gap apart.
+#
+# BENCH_TEAMACCESS_BIN: measure that binary instead of building the release one.
+# Output: one table per scenario on stderr; the JSON's path on stdout.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-N=${BENCH_NAMESPACES:-1000}
-IDLE=${BENCH_IDLE_SECONDS:-30}
-RESYNC=10s
-command -v python3 >/dev/null || { echo "bench needs python3 to read the audit log" >&2; exit 1; }
 
-echo "== building the release binary" >&2
-cargo build --release --quiet
-BIN=target/release/teamaccess
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/teamaccess-bench.XXXXXX")
+SCENARIOS=${BENCH_SCENARIOS:-S,M,L}
+IDLE=${BENCH_IDLE_SECONDS:-60}
+DRIFT=${BENCH_DRIFT_EVENTS:-200}
+BURST=${BENCH_BURST:-50}
+ONBOARD=${BENCH_ONBOARD_EVENTS:-200}
+GAP_MS=${BENCH_GAP_MS:-20}
+L_NAMESPACES=${BENCH_L_NAMESPACES:-2000}
+CONVERGE_TIMEOUT=${BENCH_CONVERGE_TIMEOUT:-900}
+# both by default; one of them to debug a phase without the other's run
+OPERATORS=${BENCH_OPERATORS:-teamaccess,rbac-manager}
+command -v python3 >/dev/null || { echo "bench needs python3 to read the audit log" >&2; exit 1; }
+command -v curl >/dev/null || { echo "bench needs curl to send the drift and onboarding events" >&2; exit 1; }
+log() { echo "[bench] $*" >&2; }
+
+# rbac-manager's controller-runtime manager binds :8080 for metrics and cannot
+# be told otherwise; a run with 8080 taken would measure a crashed peer.
+if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
+  echo "port 8080 is in use; rbac-manager hard-codes it for its metrics, free it first" >&2
+  exit 1
+fi
+
+# BENCH_TEAMACCESS_BIN measures a binary built elsewhere (another commit) as is
+TA_BIN=${BENCH_TEAMACCESS_BIN:-$PWD/target/release/teamaccess}
+if [ -z "${BENCH_TEAMACCESS_BIN:-}" ] && [[ ,$OPERATORS, == *,teamaccess,* ]]; then
+  log "building the release binary"
+  cargo build --release --quiet
+fi
+RBM_BIN=$(hack/tool-rbac-manager.sh)
+RBM_CRD=$(dirname "$RBM_BIN")/2_crd.yaml
+
+OUT_DIR=$PWD/target/bench
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RUNS=$OUT_DIR/runs-$STAMP
+mkdir -p "$RUNS"
+
 # shellcheck source=hack/operator-lib.sh
 . hack/operator-lib.sh
-cleanup() { stop_operator; hack/control-plane.sh down "$DIR" >/dev/null 2>&1 || true; rm -rf "$DIR"; }
+DIR=
+RBM_PID=
+cleanup() {
+  [ -n "$RBM_PID" ] && kill "$RBM_PID" 2>/dev/null || true
+  [ -n "$DIR" ] || return 0
+  stop_operator
+  hack/control-plane.sh down "$DIR" >/dev/null 2>&1 || true
+  rm -rf "$DIR"
+}
 trap cleanup EXIT
-# shellcheck disable=SC1090
-. "$(hack/control-plane.sh up "$DIR")"
-install_operator
 
-now() { date +%s.%N; }
-cpu_seconds() { # utime+stime of a pid, in seconds
-  awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"
-}
-rss_mb() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
-hwm_mb() { awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
+utc() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$1/stat"; }
+hwm_mib() { awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
+rss_mib() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
+gap() { sleep "$(awk -v ms="$GAP_MS" 'BEGIN{printf "%.3f", ms/1000}')"; }
 
-echo "== $N namespaces" >&2
-for i in $(seq 1 "$N"); do
-  printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: bench-%04d, labels: {bench: "yes"}}\n---\n' "$i"
-done >"$DIR/namespaces.yaml"
-kubectl apply --server-side -f "$DIR/namespaces.yaml" >/dev/null
-
-teamaccess() { # name tier
-  cat <<TA
-apiVersion: teamaccess.dev/v1alpha1
-kind: TeamAccess
-metadata: {name: $1}
-spec:
-  groups: [{id: 11111111-2222-4333-8444-555555555555}, {id: 66666666-7777-4888-9999-000000000000}]
-  grants: [{tier: $2, namespaceSelector: {matchLabels: {bench: "yes"}}}]
-TA
+# The admin's requests go straight to the API server with curl: one kubectl
+# per event would cost more than the gap between events on two cores.
+admin_curl() { # METHOD PATH [JSON]
+  curl -sS -o /dev/null --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key" \
+    -X "$1" -H 'Content-Type: application/json' ${3:+--data "$3"} "$SERVER$2"
 }
 
-echo "== baseline: render + kubectl apply --server-side of the same objects" >&2
-{ teamaccess baseline-writers Writer; echo ---; teamaccess baseline-readers Reader; } >"$DIR/baseline.yaml"
-kubectl get ns -l bench=yes -o yaml >"$DIR/ns-list.yaml"
-t0=$(now)
-"$BIN" render -f "$DIR/baseline.yaml" --namespaces "$DIR/ns-list.yaml" \
-  --api-groups "$(kubectl api-versions | paste -sd, -)" >"$DIR/baseline-objects.yaml"
-kubectl apply --server-side -f "$DIR/baseline-objects.yaml" >/dev/null
-t1=$(now)
-baseline_objects=$(grep -cE "^kind: (Role|RoleBinding)$" "$DIR/baseline-objects.yaml")
-kubectl delete -f "$DIR/baseline-objects.yaml" --wait=false >/dev/null
+# Objects ----------------------------------------------------------------
+ns_name() { printf 'bench-%04d' "$1"; }
+GROUP=11111111-2222-4333-8444-555555555555
 
-echo "== operator: converge" >&2
-start_operator "$BIN" 18181 --resync-period "$RESYNC" --log-format json
-PID=$(cat "$DIR/operator.pid")
-cpu0=$(cpu_seconds "$PID")
-t2=$(now)
-{ teamaccess writers Writer; echo ---; teamaccess readers Reader; } | kubectl apply -f - >/dev/null
-for ta in writers readers; do
-  until [ "$(kubectl get teamaccess "$ta" -o jsonpath='{.status.summary.applied}' 2>/dev/null)" = "$N" ]; do sleep 0.2; done
-done
-t3=$(now)
-cpu1=$(cpu_seconds "$PID")
-rss_converged=$(rss_mb "$PID")
-managed=$(kubectl get roles,rolebindings -A -l app.kubernetes.io/managed-by=teamaccess --no-headers | wc -l)
+# the namespaces of CR i (1-based) in a named scenario: PER consecutive ones,
+# wrapping around the NS namespaces
+named_namespaces() { # i per ns
+  local i=$1 per=$2 ns=$3 k out=()
+  for ((k = 0; k < per; k++)); do out+=("$(ns_name $(( ((i - 1) * per + k) % ns + 1 )))"); done
+  local IFS=,; echo "${out[*]}"
+}
+tier_of() { (($1 % 2)) && echo Writer || echo Reader; }
+cluster_role_of() { [ "$1" = Writer ] && echo edit || echo view; }
 
-echo "== operator: steady state for ${IDLE}s (resync every $RESYNC)" >&2
-sleep 3
-idle_from=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
-cpu2=$(cpu_seconds "$PID")
-sleep "$IDLE"
-cpu3=$(cpu_seconds "$PID")
-idle_to=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
-rss_idle=$(rss_mb "$PID")
+teamaccess_named() { # name tier ns,ns
+  printf 'apiVersion: teamaccess.dev/v1alpha1\nkind: TeamAccess\nmetadata: {name: %s}\nspec:\n  groups: [{id: %s}]\n  grants: [{tier: %s, namespaces: [%s]}]\n---\n' "$1" "$GROUP" "$2" "$3"
+}
+teamaccess_selector() { # name tier label
+  printf 'apiVersion: teamaccess.dev/v1alpha1\nkind: TeamAccess\nmetadata: {name: %s}\nspec:\n  groups: [{id: %s}]\n  grants: [{tier: %s, namespaceSelector: {matchLabels: {%s: "yes"}}}]\n---\n' "$1" "$GROUP" "$2" "$3"
+}
+# An RBACDefinition equivalent to a TeamAccess: the same group bound to the
+# tier's built-in ClusterRole (view for Reader, edit for Writer) in the same
+# namespaces, one roleBindings entry per named namespace.
+rbacdef_named() { # name tier ns,ns
+  local cr ns
+  cr=$(cluster_role_of "$2")
+  printf 'apiVersion: rbacmanager.reactiveops.io/v1beta1\nkind: RBACDefinition\nmetadata: {name: %s}\nrbacBindings:\n- name: team\n  subjects: [{kind: Group, name: %s}]\n  roleBindings:\n' "$1" "$GROUP"
+  for ns in ${3//,/ }; do printf '  - {clusterRole: %s, namespace: %s}\n' "$cr" "$ns"; done
+  echo ---
+}
+rbacdef_selector() { # name tier label
+  printf 'apiVersion: rbacmanager.reactiveops.io/v1beta1\nkind: RBACDefinition\nmetadata: {name: %s}\nrbacBindings:\n- name: team\n  subjects: [{kind: Group, name: %s}]\n  roleBindings:\n  - clusterRole: %s\n    namespaceSelector: {matchLabels: {%s: "yes"}}\n---\n' "$1" "$GROUP" "$(cluster_role_of "$2")" "$3"
+}
 
-echo "== operator: drift and onboarding latency" >&2
-for i in $(seq 1 10); do
-  kubectl delete rolebinding -n "bench-$(printf %04d $((i * 37)))" teamaccess-writers >/dev/null
+# scenario_objects SCENARIO OPERATOR: the custom resources on stdout
+# (sets NS_COUNT and EXPECTED_BINDINGS)
+scenario_shape() {
+  case $1 in
+    S) NS_COUNT=100 CRS=100 PER=5 ;;
+    M) NS_COUNT=1000 CRS=1000 PER=10 ;;
+    L) NS_COUNT=$L_NAMESPACES CRS=1 PER=0 ;;
+    *) echo "unknown scenario '$1' in BENCH_SCENARIOS (S, M or L)" >&2; exit 2 ;;
+  esac
+  if [ "$PER" -gt 0 ]; then EXPECTED_BINDINGS=$((CRS * PER)); else EXPECTED_BINDINGS=$NS_COUNT; fi
+}
+scenario_objects() { # scenario operator
+  local i
+  if [ "$PER" -gt 0 ]; then
+    for ((i = 1; i <= CRS; i++)); do
+      "${2}_named" "$(printf 'team-%04d' "$i")" "$(tier_of "$i")" "$(named_namespaces "$i" "$PER" "$NS_COUNT")"
+    done
+  else
+    "${2}_selector" team-0001 Writer bench
+  fi
+}
+
+# Operators --------------------------------------------------------------
+install_rbac_manager() {
+  kubectl apply --server-side -f "$RBM_CRD" >/dev/null
+  kubectl wait --for=condition=Established crd/rbacdefinitions.rbacmanager.reactiveops.io --timeout=60s >/dev/null
+  kubectl create namespace rbac-manager >/dev/null
+  kubectl create serviceaccount rbac-manager -n rbac-manager >/dev/null
+  # Its shipped ClusterRole cannot create RoleBindings that carry a
+  # blockOwnerDeletion ownerReference under OwnerReferencesPermissionEnforcement
+  # (our control plane enables it), so it runs as cluster-admin here.
+  kubectl create clusterrolebinding rbac-manager --clusterrole=cluster-admin \
+    --serviceaccount=rbac-manager:rbac-manager >/dev/null
+  local token ca
+  token=$(kubectl create token rbac-manager -n rbac-manager --duration=24h)
+  ca=$(base64 -w0 <"$DIR/pki/ca.crt")
+  cat >"$DIR/rbac-manager.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: bench
+  cluster: {server: "$SERVER", certificate-authority-data: "$ca"}
+users:
+- name: rbac-manager
+  user: {token: "$token"}
+contexts:
+- name: bench
+  context: {cluster: bench, user: rbac-manager}
+current-context: bench
+KC
+}
+
+start_rbac_manager() {
+  KUBECONFIG=$DIR/rbac-manager.kubeconfig "$RBM_BIN" --metrics-address "127.0.0.1:$(free_local_port)" \
+    >"$DIR/operator.log" 2>&1 &
+  RBM_PID=$!
+  echo "$RBM_PID" >"$DIR/operator.pid"
   sleep 0.5
-done
-for i in $(seq 1 10); do
-  kubectl create namespace "bench-new-$i" >/dev/null
-  kubectl label namespace "bench-new-$i" bench=yes >/dev/null
-  sleep 0.5
-done
-sleep 3
-peak=$(hwm_mb "$PID")
-reconcile_mean=$(curl -s http://127.0.0.1:18181/metrics | awk '/^teamaccess_reconcile_duration_seconds_sum/{s=$2} /^teamaccess_reconcile_duration_seconds_count/{c=$2} END{ if (c>0) printf "%.1f", 1000*s/c; else print "n/a"}')
+  kill -0 "$RBM_PID" 2>/dev/null || { cat "$DIR/operator.log" >&2; return 1; }
+}
 
-python3 - "$DIR/audit.log" "$idle_from" "$idle_to" <<'PY' >"$DIR/audit-results"
-import json, sys, statistics
-from datetime import datetime
-log, idle_from, idle_to = sys.argv[1:]
-def ts(s): return datetime.fromisoformat(s.replace("Z", "+00:00"))
-sa = "system:serviceaccount:teamaccess-system:teamaccess"
-events = [json.loads(l) for l in open(log)]
-writes = {"create", "update", "patch", "delete", "deletecollection"}
-f, t = ts(idle_from[:26] + "Z"), ts(idle_to[:26] + "Z")
-idle_writes = [e for e in events if e["user"]["username"] == sa and e["verb"] in writes
-               and e["objectRef"].get("resource") != "leases" and f <= ts(e["requestReceivedTimestamp"]) <= t]
-lease_writes = [e for e in events if e["user"]["username"] == sa and e["verb"] in writes
-               and e["objectRef"].get("resource") == "leases" and f <= ts(e["requestReceivedTimestamp"]) <= t]
-def latency(trigger, reaction):
-    out = []
-    for e in events:
-        if trigger(e):
-            ns = e["objectRef"].get("namespace") or e["objectRef"].get("name")
-            t0 = ts(e["stageTimestamp"])
-            later = [ts(r["stageTimestamp"]) for r in events if reaction(r, ns) and ts(r["stageTimestamp"]) >= t0]
-            if later: out.append((min(later) - t0).total_seconds() * 1000)
-    return out
-admin = lambda e: e["user"]["username"] != sa
-rb_created = lambda r, ns: r["user"]["username"] == sa and r["verb"] == "create" and r["objectRef"].get("resource") == "rolebindings" and r["objectRef"].get("namespace") == ns and r["responseStatus"]["code"] == 201
-drift = latency(lambda e: admin(e) and e["verb"] == "delete" and e["objectRef"].get("resource") == "rolebindings" and e["objectRef"].get("name") == "teamaccess-writers", rb_created)
-onboard = latency(lambda e: admin(e) and e["verb"] == "patch" and e["objectRef"].get("resource") == "namespaces" and e["objectRef"].get("name", "").startswith("bench-new-"), rb_created)
-med = lambda xs: f"{statistics.median(xs):.0f}" if xs else "n/a"
-mx = lambda xs: f"{max(xs):.0f}" if xs else "n/a"
-print(len(idle_writes), len(lease_writes), med(drift), mx(drift), len(drift), med(onboard), mx(onboard), len(onboard))
-PY
-read -r idle_writes lease_writes drift_med drift_max drift_n onboard_med onboard_max onboard_n <"$DIR/audit-results"
+free_local_port() {
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+  return 1
+}
 
-awk -v n="$N" -v objs="$managed" -v b0="$t0" -v b1="$t1" -v bo="$baseline_objects" \
-    -v o0="$t2" -v o1="$t3" -v c0="$cpu0" -v c1="$cpu1" -v c2="$cpu2" -v c3="$cpu3" -v idle="$IDLE" \
-    -v rssc="$rss_converged" -v rssi="$rss_idle" -v peak="$peak" -v iw="$idle_writes" -v lw="$lease_writes" \
-    -v dm="$drift_med" -v dx="$drift_max" -v dn="$drift_n" -v om="$onboard_med" -v ox="$onboard_max" -v on="$onboard_n" \
-    -v rm="$reconcile_mean" 'BEGIN {
-  base = b1 - b0; op = o1 - o0
-  printf "\nteamaccess bench: %d namespaces, 2 TeamAccess objects (Writer + Reader, 2 groups)\n", n
-  printf "%-58s %12s\n", "measure", "value"
-  printf "%-58s %12d\n", "managed objects (Roles + RoleBindings)", objs
-  printf "%-58s %11.1fs\n", "baseline: render + kubectl apply --server-side (" bo " objects)", base
-  printf "%-58s %11.1fs\n", "operator: apply TeamAccess -> all namespaces Applied", op
-  printf "%-58s %11.2fx\n", "ratio operator / baseline", op / base
-  printf "%-58s %9.0f/s\n", "operator throughput (objects per second)", objs / op
-  printf "%-58s %11.1fs\n", "operator CPU during convergence", c1 - c0
-  printf "%-58s %10.1f%%\n", "operator CPU while idle (" idle "s, resync every 10s)", 100 * (c3 - c2) / idle
-  printf "%-58s %12d\n", "writes while idle, from the audit log (excluding leases)", iw
-  printf "%-58s %12d\n", "lease renewals while idle", lw
-  printf "%-58s %9s ms\n", "drift: RoleBinding deleted -> recreated, median (n=" dn ")", dm
-  printf "%-58s %9s ms\n", "drift: max", dx
-  printf "%-58s %9s ms\n", "onboarding: namespace labelled -> RoleBinding, median (n=" on ")", om
-  printf "%-58s %9s ms\n", "onboarding: max", ox
-  printf "%-58s %9s ms\n", "mean reconcile duration (from /metrics)", rm
-  printf "%-58s %9.1f MiB\n", "RSS after convergence", rssc
-  printf "%-58s %9.1f MiB\n", "RSS idle", rssi
-  printf "%-58s %9.1f MiB\n", "peak RSS (VmHWM)", peak
-}'
+binding_count() { # label selector of the operator's RoleBindings
+  kubectl get rolebindings -A -l "$1" -o name 2>/dev/null | wc -l
+}
+
+wait_bindings() { # selector count timeout-seconds
+  local deadline=$((SECONDS + $3))
+  until [ "$(binding_count "$1")" -ge "$2" ]; do
+    [ $SECONDS -lt $deadline ] || { log "timed out waiting for $2 RoleBindings ($1): $(binding_count "$1")"; return 1; }
+    sleep 1
+  done
+}
+
+# One run: a fresh control plane, one operator, every phase ---------------
+run_one() { # scenario operator
+  local sc=$1 op=$2 run=$RUNS/$1-$2 label user pid apiserver kind
+  # the shell functions that write each operator's custom resources
+  if [ "$op" = teamaccess ]; then kind=teamaccess; else kind=rbacdef; fi
+  mkdir -p "$run"
+  DIR=$(mktemp -d "${TMPDIR:-/tmp}/teamaccess-bench.XXXXXX")
+  log "$sc/$op: fresh control plane"
+  # shellcheck disable=SC1090
+  . "$(hack/control-plane.sh up "$DIR")"
+  SERVER=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  apiserver=$(awk '$1 == "kube-apiserver" {print $2}' "$DIR/pids")
+
+  scenario_shape "$sc"
+  local i
+  for ((i = 1; i <= NS_COUNT; i++)); do
+    printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {bench: "yes"}}\n---\n' "$(ns_name "$i")"
+  done >"$DIR/namespaces.yaml"
+  kubectl apply --server-side -f "$DIR/namespaces.yaml" >/dev/null
+
+  if [ "$op" = teamaccess ]; then
+    install_operator
+    label=app.kubernetes.io/managed-by=teamaccess
+    user=system:serviceaccount:teamaccess-system:teamaccess
+  else
+    install_rbac_manager
+    label=rbac-manager=reactiveops
+    user=system:serviceaccount:rbac-manager:rbac-manager
+  fi
+  scenario_objects "$sc" "$kind" >"$DIR/objects.yaml"
+  log "$sc/$op: $NS_COUNT namespaces, $(grep -c '^kind:' "$DIR/objects.yaml") custom resources, operator stopped"
+  kubectl apply --server-side -f "$DIR/objects.yaml" >/dev/null
+
+  local started converged idle_from idle_to cpu_start cpu_conv cpu_i0 cpu_i1 api_i0 api_i1 rss_idle
+  started=$(utc)
+  if [ "$op" = teamaccess ]; then
+    start_operator "$TA_BIN" "$(free_local_port)" --log-format json
+  else
+    start_rbac_manager
+  fi
+  pid=$(cat "$DIR/operator.pid")
+  cpu_start=$(cpu_seconds "$pid")
+  log "$sc/$op: converging to $EXPECTED_BINDINGS RoleBindings"
+  wait_bindings "$label" "$EXPECTED_BINDINGS" "$CONVERGE_TIMEOUT"
+  converged=$(utc)
+  cpu_conv=$(cpu_seconds "$pid")
+
+  # status writes and requeues trail the last binding; steady state starts
+  # once they are done
+  sleep 5
+  log "$sc/$op: steady state for ${IDLE}s"
+  idle_from=$(utc); cpu_i0=$(cpu_seconds "$pid"); api_i0=$(cpu_seconds "$apiserver")
+  sleep "$IDLE"
+  idle_to=$(utc); cpu_i1=$(cpu_seconds "$pid"); api_i1=$(cpu_seconds "$apiserver")
+  rss_idle=$(rss_mib "$pid")
+
+  log "$sc/$op: drift, $DRIFT deletes ${GAP_MS}ms apart, then $BURST at once"
+  kubectl get rolebindings -A -l "$label" -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}' \
+    | sort >"$DIR/bindings"
+  local total step drift_from burst_from onboard_from onboard_to ns name k=0 burst_pids=()
+  total=$(wc -l <"$DIR/bindings")
+  drift_from=$(utc)
+  # spread over the whole set, so every CR (and every part of the selector) is hit
+  step=$(( total / (DRIFT + BURST) )); [ "$step" -ge 1 ] || step=1
+  awk -v s="$step" 'NR % s == 0' "$DIR/bindings" | head -n $((DRIFT + BURST)) >"$DIR/drift-targets"
+  while IFS=/ read -r ns name; do
+    k=$((k + 1))
+    if [ "$k" -le "$DRIFT" ]; then
+      admin_curl DELETE "/apis/rbac.authorization.k8s.io/v1/namespaces/$ns/rolebindings/$name"
+      gap
+    else
+      [ "$k" -eq $((DRIFT + 1)) ] && { wait_bindings "$label" "$total" 120 || true; sleep 2; burst_from=$(utc); }
+      admin_curl DELETE "/apis/rbac.authorization.k8s.io/v1/namespaces/$ns/rolebindings/$name" &
+      burst_pids+=($!)
+    fi
+  done <"$DIR/drift-targets"
+  # only the curls: a bare wait would wait for the operator too
+  [ ${#burst_pids[@]} -eq 0 ] || wait "${burst_pids[@]}"
+  burst_from=${burst_from:-$(utc)}
+  wait_bindings "$label" "$total" 120 || true
+  sleep 2
+
+  log "$sc/$op: onboarding, $ONBOARD namespaces ${GAP_MS}ms apart"
+  if [ "$sc" != L ]; then
+    # named scenarios: a selector CR for the new namespaces, settled first
+    "${kind}_selector" onboard Writer bench-onboard | kubectl apply --server-side -f - >/dev/null
+    sleep 3
+  fi
+  local onboard_label=bench-onboard; [ "$sc" = L ] && onboard_label=bench
+  onboard_from=$(utc)
+  for ((i = 1; i <= ONBOARD; i++)); do
+    admin_curl POST /api/v1/namespaces \
+      "{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"onboard-$(printf %04d "$i")\",\"labels\":{\"$onboard_label\":\"yes\"}}}"
+    gap
+  done
+  wait_bindings "$label" $((total + ONBOARD)) 120 || true
+  sleep 2
+  onboard_to=$(utc)
+
+  cat >"$run/run.json" <<JSON
+{"scenario": "$sc", "operator": "$op", "user": "$user", "namespaces": $NS_COUNT, "crs": $CRS,
+ "expected_bindings": $EXPECTED_BINDINGS, "drift_events": $DRIFT, "burst": $BURST, "onboard_events": $ONBOARD,
+ "gap_ms": $GAP_MS, "idle_seconds": $IDLE,
+ "started": "$started", "converged_seen": "$converged", "idle_from": "$idle_from", "idle_to": "$idle_to",
+ "drift_from": "$drift_from", "burst_from": "$burst_from", "onboard_from": "$onboard_from", "onboard_to": "$onboard_to",
+ "cpu_convergence_s": $(awk -v a="$cpu_start" -v b="$cpu_conv" 'BEGIN{printf "%.2f", b-a}'),
+ "cpu_total_s": $(cpu_seconds "$pid"),
+ "cpu_idle_s": $(awk -v a="$cpu_i0" -v b="$cpu_i1" 'BEGIN{printf "%.2f", b-a}'),
+ "apiserver_cpu_idle_s": $(awk -v a="$api_i0" -v b="$api_i1" 'BEGIN{printf "%.2f", b-a}'),
+ "rss_idle_mib": $rss_idle, "peak_rss_mib": $(hwm_mib "$pid")}
+JSON
+  if [ "$op" = teamaccess ]; then stop_operator; else kill "$RBM_PID"; wait "$RBM_PID" 2>/dev/null || true; RBM_PID=; fi
+  cp "$DIR/operator.log" "$run/operator.log"
+  hack/control-plane.sh down "$DIR" >/dev/null 2>&1 || true
+  # only this operator's requests and the admin's triggers are kept: the full log is large
+  python3 hack/bench-analyse.py extract "$DIR/audit.log" "$run/run.json" >"$run/audit.jsonl"
+  rm -rf "$DIR"; DIR=
+  log "$sc/$op: done"
+}
+
+n=0
+for sc in ${SCENARIOS//,/ }; do
+  scenario_shape "$sc"
+  # alternate which operator meets a fresh machine first
+  if (( n % 2 == 0 )); then order="teamaccess rbac-manager"; else order="rbac-manager teamaccess"; fi
+  for op in $order; do
+    [[ ,$OPERATORS, == *,$op,* ]] || continue
+    run_one "$sc" "$op"
+  done
+  n=$((n + 1))
+done
+
+OUT=$OUT_DIR/bench-$STAMP.json
+python3 hack/bench-analyse.py report "$RUNS" "$OUT" >&2
+echo "$OUT"
