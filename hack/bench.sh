@@ -181,7 +181,9 @@ start_rbac_manager() {
 free_local_port() {
   local p
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 30000))
+    # below the kernel's ephemeral range (32768+), where a port no one listens on
+    # may still be the local end of a connection and refuse a bind
+    p=$((20000 + RANDOM % 12000))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
   return 1

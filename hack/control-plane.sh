@@ -23,7 +23,9 @@ log() { echo "[control-plane] $*" >&2; }
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 30000))
+    # below the kernel's ephemeral range (32768+), where a port no one listens on
+    # may still be the local end of a connection and refuse a bind
+    p=$((20000 + RANDOM % 12000))
     # nothing answers on a free port; taken ports are also remembered here so
     # two calls in one start never return the same one
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && [[ " ${TAKEN:-} " != *" $p "* ]]; then

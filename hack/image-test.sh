@@ -179,7 +179,9 @@ step "control plane at $server, operator ServiceAccount and RBAC installed"
 # --- run the image as the Deployment does ----------------------------------
 http_port=
 for _ in $(seq 100); do
-  p=$((20000 + RANDOM % 30000))
+  # below the kernel's ephemeral range (32768+), where a port no one listens on
+  # may still be the local end of a connection and refuse a bind
+  p=$((20000 + RANDOM % 12000))
   if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then http_port=$p && break; fi
 done
 [ -n "$http_port" ] || fail "no free port for the operator's HTTP endpoints"
