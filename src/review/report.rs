@@ -639,15 +639,7 @@ spec:
 "#;
 
     pub(crate) fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
-        let mut n = Namespace::default();
-        n.metadata.name = Some(name.into());
-        n.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        n
+        crate::api::fixtures::namespace(name, labels)
     }
 
     /// payments (managed in three namespaces) and a few hand-made bindings.

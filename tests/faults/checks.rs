@@ -121,6 +121,29 @@ pub async fn writer_access(cluster: &Cluster, group: &str, sample: &[&String], o
 
 /// Waits (up to `within`) until the status of the current generation counts
 /// exactly `n` targeted and `n` applied, nothing else, and is Ready.
+/// What every kill test ends with: exactly our objects, Writer access for
+/// `group` in a tenth of `namespaces` (and none in `outside`), and the
+/// status counting all of them applied.
+pub async fn end_state(
+    cluster: &Cluster,
+    ta: &TeamAccess,
+    namespaces: &[String],
+    group: &str,
+    outside: &str,
+) {
+    owns_exactly(cluster, ta, namespaces).await;
+    let sample: Vec<&String> = namespaces
+        .iter()
+        .step_by((namespaces.len() / 10).max(1))
+        .collect();
+    writer_access(cluster, group, &sample, outside).await;
+    let n = namespaces.len();
+    assert_eq!(
+        ta.status.as_ref().unwrap().progress.as_deref(),
+        Some(format!("{n}/{n}").as_str())
+    );
+}
+
 pub async fn converged(cluster: &Cluster, name: &str, n: u32, within: Duration) -> TeamAccess {
     let api = teamaccesses(cluster);
     support::eventually(

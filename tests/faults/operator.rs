@@ -65,13 +65,7 @@ async fn operator_killed_mid_reconcile_of_500_namespaces_converges_after_restart
     let ta = checks::converged(&cluster, "fault-op", N as u32, Duration::from_secs(240)).await;
     eprintln!("converged {:?} after the restart", restarted.elapsed());
 
-    checks::owns_exactly(&cluster, &ta, &namespaces).await;
-    let sample: Vec<&String> = namespaces.iter().step_by(N / 10).collect();
-    checks::writer_access(&cluster, GROUP, &sample, &outside).await;
-    assert_eq!(
-        ta.status.as_ref().unwrap().progress.as_deref(),
-        Some("500/500")
-    );
+    checks::end_state(&cluster, &ta, &namespaces, GROUP, &outside).await;
 
     let mut windows = Vec::new();
     loop {

@@ -412,25 +412,8 @@ async fn health_readiness_and_metrics_are_served() {
 
 #[tokio::test]
 async fn a_lasting_forbidden_answer_is_stalled_with_the_servers_message() {
-    use k8s_openapi::api::rbac::v1::ClusterRole;
     let cluster = support::cluster().await;
-    operator::install(&cluster).await;
-    // config/rbac's ClusterRole without `escalate`: the operator may not write
-    // a Role with rules it does not hold itself
-    let roles = Api::<ClusterRole>::all(cluster.client.clone());
-    let mut crippled = roles.get("teamaccess-manager").await.unwrap();
-    for rule in crippled.rules.iter_mut().flatten() {
-        rule.verbs.retain(|v| v != "escalate");
-    }
-    let role_name = support::unique("teamaccess-manager-noescalate");
-    crippled.metadata = kube::api::ObjectMeta {
-        name: Some(role_name.clone()),
-        ..Default::default()
-    };
-    roles
-        .create(&PostParams::default(), &crippled)
-        .await
-        .unwrap();
+    let role_name = without_escalate(&cluster, "noescalate").await;
 
     // it starts with all it needs (the start-up checks would hold it back
     // otherwise); then a cluster admin takes `escalate` away
@@ -468,6 +451,28 @@ async fn a_lasting_forbidden_answer_is_stalled_with_the_servers_message() {
     assert!(op.get("/healthz").await.0 == 200);
 }
 
+/// A copy of config/rbac's ClusterRole without `escalate` (the operator may
+/// not write a Role with rules it does not hold itself); returns its name.
+async fn without_escalate(cluster: &support::Cluster, suffix: &str) -> String {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    operator::install(cluster).await;
+    let roles = Api::<ClusterRole>::all(cluster.client.clone());
+    let mut crippled = roles.get("teamaccess-manager").await.unwrap();
+    for rule in crippled.rules.iter_mut().flatten() {
+        rule.verbs.retain(|v| v != "escalate");
+    }
+    let role_name = support::unique(&format!("teamaccess-manager-{suffix}"));
+    crippled.metadata = kube::api::ObjectMeta {
+        name: Some(role_name.clone()),
+        ..Default::default()
+    };
+    roles
+        .create(&PostParams::default(), &crippled)
+        .await
+        .unwrap();
+    role_name
+}
+
 /// Points replica `replica`'s ClusterRoleBinding at `cluster_role` (a
 /// roleRef cannot change: delete, then create).
 async fn rebind(cluster: &support::Cluster, replica: &str, cluster_role: &str) {
@@ -488,22 +493,8 @@ async fn rebind(cluster: &support::Cluster, replica: &str, cluster_role: &str) {
 async fn start_up_checks_say_what_is_missing_and_how_to_fix_it() {
     use k8s_openapi::api::rbac::v1::ClusterRole;
     let cluster = support::cluster().await;
-    operator::install(&cluster).await;
-    // config/rbac's ClusterRole without `escalate` on roles
+    let role_name = without_escalate(&cluster, "preflight").await;
     let roles = Api::<ClusterRole>::all(cluster.client.clone());
-    let mut crippled = roles.get("teamaccess-manager").await.unwrap();
-    for rule in crippled.rules.iter_mut().flatten() {
-        rule.verbs.retain(|v| v != "escalate");
-    }
-    let role_name = support::unique("teamaccess-manager-preflight");
-    crippled.metadata = kube::api::ObjectMeta {
-        name: Some(role_name.clone()),
-        ..Default::default()
-    };
-    roles
-        .create(&PostParams::default(), &crippled)
-        .await
-        .unwrap();
     let id = support::unique("preflight");
     let missing_ns = support::unique("no-such-namespace");
     let op = Operator::spawn_as(

@@ -339,10 +339,9 @@ pub async fn writes_by(
     from: Timestamp,
     to: Timestamp,
 ) -> Vec<AuditEvent> {
-    audit_barrier(cluster).await;
-    audit_events(cluster, from, to)
+    (requests_by(cluster, user, from, to).await)
         .into_iter()
-        .filter(|e| e.user == user && e.is_write())
+        .filter(AuditEvent::is_write)
         .collect()
 }
 
