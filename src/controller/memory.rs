@@ -19,6 +19,10 @@ pub struct Memory {
     /// not written again before the time, doubling per attempt.
     mutated: Mutex<HashMap<(String, String), (Timestamp, u32)>>,
     applied: Mutex<HashMap<String, HashSet<String>>>,
+    /// While suspended: namespaces whose access was narrowed, with the note.
+    /// The status keeps it too, but the TeamAccess a reconcile reads may not
+    /// yet carry the status the previous one wrote.
+    narrowed: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 /// Since when, and for how many reconciles in a row, some write of this
@@ -151,10 +155,35 @@ impl Memory {
             .remove(&(uid.to_string(), namespace.to_string()));
     }
 
+    /// Remembers the narrowing notes of this reconcile (while suspended) and
+    /// gives a note back to namespaces that report none now; forgets them all
+    /// once the TeamAccess is no longer suspended.
+    pub fn narrowed_notes(&self, uid: &str, suspended: bool, outcomes: &mut [NamespaceOutcome]) {
+        let mut all = self.narrowed.lock().expect("not poisoned");
+        if !suspended {
+            all.remove(uid);
+            return;
+        }
+        let notes = all.entry(uid.to_string()).or_default();
+        for o in outcomes
+            .iter_mut()
+            .filter(|o| o.status.state == NamespaceState::Applied)
+        {
+            match &o.status.message {
+                Some(m) if m.starts_with(crate::access::plan::NARROWED) => {
+                    notes.insert(o.status.name.clone(), m.clone());
+                }
+                Some(_) => {}
+                None => o.status.message = notes.get(&o.status.name).cloned(),
+            }
+        }
+    }
+
     /// The TeamAccess is gone: nothing to remember.
     pub fn forget(&self, uid: &str) {
         self.applied.lock().expect("not poisoned").remove(uid);
         self.failing.lock().expect("not poisoned").remove(uid);
+        self.narrowed.lock().expect("not poisoned").remove(uid);
         (self.mutated.lock().expect("not poisoned")).retain(|(u, _), _| u != uid);
         self.forbidden_since
             .lock()

@@ -86,7 +86,9 @@ async fn apply(ta: &TeamAccess, ctx: &Context) -> Result<Action, Error> {
     let (start, now) = (Instant::now(), Timestamp::now());
     let world = gather(ctx, ta).await;
     let (desired, plan) = decide(ta, &world, ctx, now);
-    let outcomes = execute(ctx, ta, plan, ctx.timing.write_timeout * WORK_BUDGET).await;
+    let mut outcomes = execute(ctx, ta, plan, ctx.timing.write_timeout * WORK_BUDGET).await;
+    let uid = ta.uid().unwrap_or_default();
+    (ctx.memory).narrowed_notes(&uid, ta.suspended(), &mut outcomes);
     let (forbidden, failing) = remember(ctx, ta, &outcomes, now);
     let warning = ctx.timing.expiry_warning;
     let expiring: Vec<String> = (expiry::expiring_soon(ta, now, warning).iter())
