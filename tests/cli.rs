@@ -779,3 +779,23 @@ fn report_refuses_bad_flags_before_it_connects() {
     let r = run(&["report", "--fail-on", "critical"]);
     assert_eq!(r.code, 2, "clap refuses an unknown severity: {}", r.stderr);
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_naming_it() {
+    let dir = std::env::temp_dir().join(format!("teamaccess-cli-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("latin1.yaml");
+    // "name: caf\xe9" in Latin-1: a byte no UTF-8 text holds
+    std::fs::write(
+        &file,
+        b"apiVersion: teamaccess.dev/v1alpha1\nkind: TeamAccess\nmetadata:\n  name: caf\xe9\n",
+    )
+    .unwrap();
+    let out = run(&["render", "-f", &p(&file)]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // render's code for input it refuses, as for any other invalid file
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("latin1.yaml"), "{}", out.stderr);
+    assert!(out.stderr.contains("UTF-8"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}

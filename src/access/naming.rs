@@ -211,6 +211,24 @@ mod tests {
         assert_eq!(labels.len(), names.len());
     }
 
+    proptest::proptest! {
+        // pairs of valid names near the limits: a plain name and a hashed one
+        // can never be equal, nor two names share an object name or label
+        #[test]
+        fn plain_and_hashed_names_never_meet(
+            a in "[a-z0-9]([-a-z0-9.]{0,250}[a-z0-9])?",
+            b in "[a-z0-9]([-a-z0-9.]{0,250}[a-z0-9])?",
+            pad in 0usize..260,
+        ) {
+            // pull b towards the hashing thresholds (63 and 242 characters)
+            let b = format!("{b}{}", "b".repeat(pad)).chars().take(253).collect::<String>();
+            let b = b.trim_end_matches(['.', '-']).to_string();
+            proptest::prop_assume!(a != b && is_dns_subdomain(&a) && is_dns_subdomain(&b));
+            proptest::prop_assert_ne!(object_name(&a), object_name(&b));
+            proptest::prop_assert_ne!(owner_label(&a), owner_label(&b));
+        }
+    }
+
     #[test]
     fn the_hash_is_stable_across_releases() {
         // a changed hash would orphan every Role of a long-named TeamAccess

@@ -6,6 +6,7 @@
 //! a lease is free when its record has not changed for a full lease duration
 //! since we first saw it, whatever the holder's clock said.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -23,6 +24,97 @@ pub struct LeaderElector {
     pub retry: Duration,
     /// resourceVersion we last saw and when we first saw it
     observed: Option<(String, Instant)>,
+    gate: LeaseGate,
+    renew_deadline: Duration,
+}
+
+/// Until when this process may still speak as the leader. Another replica can
+/// take the lease only after it has seen our last renewal unchanged for a full
+/// lease duration, so a renewal that started at `t` keeps us safe until
+/// `t + renew deadline` (shorter than the duration). A leader that could not
+/// renew by then (the API server gone, or the process paused and resumed)
+/// must send nothing more: [`GateLayer`] refuses its requests, leases aside.
+#[derive(Clone, Default)]
+pub struct LeaseGate(Arc<Mutex<GateState>>);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum GateState {
+    /// Not leading yet, or no leader election: caches may read.
+    #[default]
+    Open,
+    /// Leading until this instant.
+    Leading(Instant),
+}
+
+impl LeaseGate {
+    /// A renewal that started at `started` succeeded.
+    pub fn renewed(&self, started: Instant, renew_deadline: Duration) {
+        *self.0.lock().expect("not poisoned") = GateState::Leading(started + renew_deadline);
+    }
+
+    /// Whether a request to `path` may go out at `now`.
+    pub fn allows(&self, path: &str, now: Instant) -> bool {
+        match *self.0.lock().expect("not poisoned") {
+            GateState::Open => true,
+            GateState::Leading(until) => now < until || is_lease(path),
+        }
+    }
+}
+
+/// The elector's own requests: the only way to learn that the lease is lost.
+fn is_lease(path: &str) -> bool {
+    path.starts_with("/apis/coordination.k8s.io/") && path.contains("/leases")
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("not sent: the leader lease could not be renewed in time, so another replica may lead now")]
+pub struct LeaseExpired;
+
+/// Puts a [`LeaseGate`] in front of the client's HTTP stack.
+pub struct GateLayer(pub LeaseGate);
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gated<S>;
+    fn layer(&self, inner: S) -> Gated<S> {
+        Gated {
+            inner,
+            gate: self.0.clone(),
+        }
+    }
+}
+
+pub struct Gated<S> {
+    inner: S,
+    gate: LeaseGate,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Gated<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = BoxFuture<Result<S::Response, tower::BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        if !self.gate.allows(request.uri().path(), Instant::now()) {
+            return Box::pin(std::future::ready(Err(LeaseExpired.into())));
+        }
+        let sent = self.inner.call(request);
+        Box::pin(async move { sent.await.map_err(Into::into) })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +137,7 @@ impl LeaderElector {
         identity: &str,
         duration: Duration,
         retry: Duration,
+        gate: LeaseGate,
     ) -> Self {
         LeaderElector {
             api: Api::namespaced(client, namespace),
@@ -53,6 +146,8 @@ impl LeaderElector {
             duration,
             retry,
             observed: None,
+            gate,
+            renew_deadline: duration * 2 / 3,
         }
     }
 
@@ -80,7 +175,12 @@ impl LeaderElector {
     /// attempt that does not finish within the retry period counts as failed.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaseError> {
         let limit = self.retry.max(Duration::from_secs(1));
+        let started = Instant::now();
         match tokio::time::timeout(limit, self.attempt()).await {
+            Ok(Ok(true)) => {
+                self.gate.renewed(started, self.renew_deadline);
+                Ok(true)
+            }
             Ok(r) => r,
             Err(_) => Err(self.err(kube::Error::Service(
                 format!("lease request timed out after {limit:?}").into(),
@@ -174,10 +274,17 @@ impl LeaderElector {
 
     /// Renews until a renewal has not succeeded for the renew deadline (then
     /// we must assume another replica may take over, and stop writing).
-    pub async fn hold(&mut self, renew_deadline: Duration) {
+    pub async fn hold(&mut self) {
+        let renew_deadline = self.renew_deadline;
         let mut last_ok = Instant::now();
         loop {
             tokio::time::sleep(self.retry).await;
+            // a process paused past its deadline learns it here, before it
+            // sends anything
+            if last_ok.elapsed() > renew_deadline {
+                warn!(lease = %self.name, "could not renew the leader lease in time");
+                return;
+            }
             match self.try_acquire_or_renew().await {
                 Ok(true) => last_ok = Instant::now(),
                 Ok(false) => {
@@ -215,5 +322,58 @@ impl LeaderElector {
             Ok(Err(e)) => warn!(error = %e, "releasing the leader lease failed"),
             Err(_) => warn!(lease = %self.name, "releasing the leader lease timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, Service};
+
+    const ROLE: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/roles/x";
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/teamaccess";
+
+    #[test]
+    fn a_leader_past_its_renew_deadline_may_only_ask_about_its_lease() {
+        let gate = LeaseGate::default();
+        let t0 = Instant::now();
+        // caches read before the lease is won, and without leader election
+        assert!(gate.allows(ROLE, t0 + Duration::from_secs(3600)));
+        gate.renewed(t0, Duration::from_secs(10));
+        assert!(gate.allows(ROLE, t0 + Duration::from_secs(9)));
+        assert!(!gate.allows(ROLE, t0 + Duration::from_secs(10)));
+        assert!(!gate.allows("/api/v1/namespaces", t0 + Duration::from_secs(60)));
+        assert!(gate.allows(LEASE, t0 + Duration::from_secs(60)));
+        // a renewal reopens it
+        gate.renewed(t0 + Duration::from_secs(20), Duration::from_secs(10));
+        assert!(gate.allows(ROLE, t0 + Duration::from_secs(29)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_never_reaches_the_api_server() {
+        let gate = LeaseGate::default();
+        let sent = Arc::new(Mutex::new(Vec::<String>::new()));
+        let inner = {
+            let sent = sent.clone();
+            tower::service_fn(move |r: axum::http::Request<()>| {
+                sent.lock().unwrap().push(r.uri().path().to_string());
+                std::future::ready(Ok::<_, tower::BoxError>(()))
+            })
+        };
+        let mut gated = GateLayer(gate.clone()).layer(inner);
+        let request = |path: &str| axum::http::Request::get(path).body(()).unwrap();
+        gated.call(request(ROLE)).await.unwrap();
+        // renewed long enough ago that its deadline has passed
+        gate.renewed(
+            Instant::now() - Duration::from_secs(20),
+            Duration::from_secs(10),
+        );
+        let refused = gated.call(request(ROLE)).await.unwrap_err();
+        assert!(refused.to_string().contains("could not be renewed in time"));
+        gated.call(request(LEASE)).await.unwrap();
+        assert_eq!(
+            *sent.lock().unwrap(),
+            vec![ROLE.to_string(), LEASE.to_string()]
+        );
     }
 }

@@ -32,7 +32,7 @@ use crate::access::desired::Settings;
 use crate::access::naming;
 use crate::api::teamaccess::TeamAccess;
 use crate::controller::arrivals::Arrivals;
-use crate::controller::leader::LeaderElector;
+use crate::controller::leader::{GateLayer, LeaderElector, LeaseGate};
 use crate::controller::{Caches, Context, Timing, reconcile, triggers};
 use crate::controller::{discovery, preflight};
 use crate::ops::metrics::Metrics;
@@ -77,8 +77,12 @@ pub enum RunError {
     },
 }
 
-async fn client(args: &Options) -> Result<Client, RunError> {
-    connect(args.kubeconfig.as_deref(), args.context.as_deref()).await
+/// The operator's client: every request passes the lease gate first.
+async fn client(args: &Options, gate: &LeaseGate) -> Result<Client, RunError> {
+    let config = config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|x| RunError::Kubeconfig(x.to_string()))?;
+    Ok(builder.with_layer(&GateLayer(gate.clone())).build())
 }
 
 /// A client from `kubeconfig` and `context` as `run` reads them: the file, else
@@ -88,6 +92,14 @@ pub async fn connect(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
 ) -> Result<Client, RunError> {
+    let config = config(kubeconfig, context).await?;
+    Client::try_from(config).map_err(|x| RunError::Kubeconfig(x.to_string()))
+}
+
+async fn config(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<Config, RunError> {
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -109,7 +121,7 @@ pub async fn connect(
         axum::http::header::USER_AGENT,
         axum::http::HeaderValue::from_static(USER_AGENT),
     ));
-    Client::try_from(config).map_err(|x| e(&x))
+    Ok(config)
 }
 
 /// A cache of `api` objects matching `config`, and the stream that feeds it.
@@ -239,7 +251,8 @@ async fn preflight(client: &Client, args: &Options, ready: &Readiness) {
 }
 
 pub async fn run(args: Options) -> Result<(), RunError> {
-    let client = client(&args).await?;
+    let gate = LeaseGate::default();
+    let client = client(&args, &gate).await?;
     let identity = args.identity.clone();
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(Readiness::default());
@@ -424,17 +437,17 @@ pub async fn run(args: Options) -> Result<(), RunError> {
             &identity,
             lease.duration,
             lease.retry_period,
+            gate,
         );
         info!(lease = %lease.name, identity = %identity, "waiting for the leader lease");
         tokio::select! {
             _ = elector.acquire() => {},
             _ = shutdown.clone() => return Ok(()),
         }
-        let renew_deadline = lease.duration * 2 / 3;
         let metrics = metrics.clone();
         Some(tokio::spawn(async move {
             tokio::select! {
-                _ = elector.hold(renew_deadline) => {
+                _ = elector.hold() => {
                     metrics.set_leader(false);
                     error!("lost the leader lease; exiting so that only the leader writes");
                     std::process::exit(1);
