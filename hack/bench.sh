@@ -5,7 +5,8 @@
 # alternate which goes first, so neither inherits the other's warm etcd or a
 # quieter machine. Every figure but memory and CPU comes from the API
 # server's audit log (server timestamps, filtered to the operator's own user),
-# not from the operator's own word; hack/bench-analyse.py reads it.
+# not from the operator's own word; bench/ (the bench-audit example) reads it
+# with the reader the integration tests count requests with.
 #
 # Scenarios (BENCH_SCENARIOS=S,M,L, default all; BENCH_OPERATORS=teamaccess,rbac-manager):
 #   S  100 CRs x 5 named namespaces (500 bindings) out of 100 namespaces
@@ -32,7 +33,6 @@ L_NAMESPACES=${BENCH_L_NAMESPACES:-2000}
 CONVERGE_TIMEOUT=${BENCH_CONVERGE_TIMEOUT:-900}
 # both by default; one of them to debug a phase without the other's run
 OPERATORS=${BENCH_OPERATORS:-teamaccess,rbac-manager}
-command -v python3 >/dev/null || { echo "bench needs python3 to read the audit log" >&2; exit 1; }
 command -v curl >/dev/null || { echo "bench needs curl to send the drift and onboarding events" >&2; exit 1; }
 log() { echo "[bench] $*" >&2; }
 
@@ -49,8 +49,13 @@ if [ -z "${BENCH_TEAMACCESS_BIN:-}" ] && [[ ,$OPERATORS, == *,teamaccess,* ]]; t
   log "building the release binary"
   cargo build --release --quiet
 fi
-RBM_BIN=$(hack/tool-rbac-manager.sh)
-RBM_CRD=$(dirname "$RBM_BIN")/2_crd.yaml
+cargo build --release --quiet --example bench-audit
+AUDIT=$PWD/target/release/examples/bench-audit
+RBM_BIN= RBM_CRD=
+if [[ ,$OPERATORS, == *,rbac-manager,* ]]; then
+  RBM_BIN=$(hack/tool-rbac-manager.sh)
+  RBM_CRD=$(dirname "$RBM_BIN")/2_crd.yaml
+fi
 
 OUT_DIR=$PWD/target/bench
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -316,7 +321,7 @@ JSON
   cp "$DIR/operator.log" "$run/operator.log"
   hack/control-plane.sh down "$DIR" >/dev/null 2>&1 || true
   # only this operator's requests and the admin's triggers are kept: the full log is large
-  python3 hack/bench-analyse.py extract "$DIR/audit.log" "$run/run.json" >"$run/audit.jsonl"
+  "$AUDIT" extract "$DIR/audit.log" "$run/run.json" >"$run/audit.jsonl"
   rm -rf "$DIR"; DIR=
   log "$sc/$op: done"
 }
@@ -334,5 +339,5 @@ for sc in ${SCENARIOS//,/ }; do
 done
 
 OUT=$OUT_DIR/bench-$STAMP.json
-python3 hack/bench-analyse.py report "$RUNS" "$OUT" >&2
+"$AUDIT" report "$RUNS" "$OUT" >&2
 echo "$OUT"

@@ -14,7 +14,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use serde_json::Value;
 
 pub const ENV_KUBECONFIG: &str = "TEAMACCESS_TEST_KUBECONFIG";
 pub const ENV_AUDIT_LOG: &str = "TEAMACCESS_TEST_AUDIT_LOG";
@@ -270,63 +269,14 @@ pub async fn service_account_kubeconfig(
     path
 }
 
-/// One request, as the API server's audit log records it.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub user: String,
-    pub verb: String,
-    pub resource: String,
-    pub namespace: String,
-    pub name: String,
-    pub code: i64,
-    pub received: Timestamp,
-    pub user_agent: String,
-}
-
-impl AuditEvent {
-    /// A request that changes what the cluster stores. Access reviews are
-    /// `create`s that store nothing (the start-up checks send them, leader
-    /// or not), so they are not writes.
-    pub fn is_write(&self) -> bool {
-        matches!(
-            self.verb.as_str(),
-            "create" | "update" | "patch" | "delete" | "deletecollection"
-        ) && !self.resource.ends_with("accessreviews")
-    }
-}
+pub use super::audit::AuditEvent;
 
 /// Every request received in `[from, to]`, from the audit log. Call
 /// [`audit_barrier`] first to be sure the log holds all of them.
 pub fn audit_events(cluster: &Cluster, from: Timestamp, to: Timestamp) -> Vec<AuditEvent> {
-    let text = std::fs::read_to_string(&cluster.audit_log).expect("reading the audit log");
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|e| {
-            let s = |p: &str| {
-                e.pointer(p)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let received: Timestamp = s("/requestReceivedTimestamp").parse().ok()?;
-            let resource = match s("/objectRef/subresource").as_str() {
-                "" => s("/objectRef/resource"),
-                sub => format!("{}/{sub}", s("/objectRef/resource")),
-            };
-            Some(AuditEvent {
-                user: s("/user/username"),
-                verb: s("/verb"),
-                resource,
-                namespace: s("/objectRef/namespace"),
-                name: s("/objectRef/name"),
-                code: e
-                    .pointer("/responseStatus/code")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
-                received,
-                user_agent: s("/userAgent"),
-            })
-        })
+    super::audit::read(&cluster.audit_log)
+        .expect("reading the audit log")
+        .into_iter()
         .filter(|e| e.received >= from && e.received <= to)
         .collect()
 }
