@@ -14,5 +14,6 @@ mod report;
 mod revocation;
 /// The rig itself is real (RBAC, tokens, the audit log).
 mod rig;
+mod scale;
 
 use harness::{operator, support};
