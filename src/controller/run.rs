@@ -124,10 +124,12 @@ async fn config(
     Ok(config)
 }
 
-/// A cache of `api` objects matching `config`, and the stream that feeds it.
+/// A cache of `api` objects matching `config`, each `trim`med before it is
+/// stored, and the stream that feeds it.
 fn cache<K>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
 ) -> (Store<K>, impl Stream<Item = K> + Send + 'static)
 where
     K: kube::Resource<DynamicType = ()>
@@ -138,7 +140,21 @@ where
         + Sync
         + 'static,
 {
-    reflected(watcher(api, config))
+    reflected(watcher(api, config).map_ok(move |e| e.modify(trim)))
+}
+
+/// managedFields say which manager wrote which field; drift attribution
+/// ([`crate::access::compare::changed_by`]) needs only who wrote and when.
+/// The field sets are most of the size of a Role or RoleBinding as listed.
+fn keep_writers_only<K: kube::Resource>(obj: &mut K) {
+    for entry in obj.meta_mut().managed_fields.iter_mut().flatten() {
+        entry.fields_v1 = None;
+    }
+}
+
+/// Nothing reads a namespace's or a TeamAccess's managedFields.
+fn drop_managed_fields<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 /// A store fed by `events`, and the stream of objects they touch; a failed
@@ -282,9 +298,18 @@ pub async fn run(args: Options) -> Result<(), RunError> {
     let (namespaces, ns_events) = cache(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
+        drop_managed_fields,
     );
-    let (roles, role_events) = cache(Api::<Role>::all(client.clone()), managed.clone());
-    let (bindings, binding_events) = cache(Api::<RoleBinding>::all(client.clone()), managed);
+    let (roles, role_events) = cache(
+        Api::<Role>::all(client.clone()),
+        managed.clone(),
+        keep_writers_only,
+    );
+    let (bindings, binding_events) = cache(
+        Api::<RoleBinding>::all(client.clone()),
+        managed,
+        keep_writers_only,
+    );
     let (role_names, role_name_events) = names_cache::<Role>(client.clone());
     let (binding_names, binding_name_events) = names_cache::<RoleBinding>(client.clone());
     let caches = Caches {
@@ -294,10 +319,22 @@ pub async fn run(args: Options) -> Result<(), RunError> {
         role_names: role_names.clone(),
         binding_names: binding_names.clone(),
     };
-    let (teamaccesses, ta_events) = cache(
+    // the controller's own watch is the one TeamAccess cache; it starts
+    // when the controller does (once leading), since only the leader's
+    // triggers need it, and a standby then holds no TeamAccess at all
+    let (teamaccesses, ta_writer) = reflector::store();
+    let ta_changes = watcher(
         Api::<TeamAccess>::all(client.clone()),
         teamaccess_watch(&args.selector),
-    );
+    )
+    .map_ok(|e| e.modify(drop_managed_fields))
+    .default_backoff()
+    .reflect(ta_writer)
+    .inspect_err(
+        |e| warn!(error = %crate::controller::error::readable_watch(e), "watch failed; retrying"),
+    )
+    .applied_objects()
+    .predicate_filter(triggers::reconcile_worthy, Default::default());
 
     // triggers reach the controller only while we lead; before that they are
     // dropped, and leading starts with a reconcile of everything anyway
@@ -350,7 +387,6 @@ pub async fn run(args: Options) -> Result<(), RunError> {
             Kind::RoleBinding,
         ))),
     );
-    tokio::spawn(ta_events.for_each(|_| std::future::ready(())));
     // a reconcile decides from these caches, so nothing is decided (and no
     // lease is sought) before they hold the whole picture; a shutdown
     // request while waiting ends the process at once
@@ -361,7 +397,6 @@ pub async fn run(args: Options) -> Result<(), RunError> {
             bindings.wait_until_ready(),
             role_names.wait_until_ready(),
             binding_names.wait_until_ready(),
-            teamaccesses.wait_until_ready()
         );
     };
     tokio::select! {
@@ -462,8 +497,7 @@ pub async fn run(args: Options) -> Result<(), RunError> {
     metrics.set_leader(true);
     info!(identity = %identity, "leading: reconciling");
 
-    let api: Api<TeamAccess> = Api::all(client.clone());
-    Controller::new(api, teamaccess_watch(&args.selector))
+    Controller::for_stream(ta_changes, teamaccesses)
         .with_config(controller::Config::default().concurrency(4))
         .reconcile_on(futures::stream::poll_fn({
             let mut triggers = triggers;

@@ -40,6 +40,26 @@ pub fn for_managed(meta: &ObjectMeta) -> Option<ObjectRef<TeamAccess>> {
         .map(|owner| ObjectRef::new(&owner))
 }
 
+/// What of a TeamAccess calls for a reconcile when it changes: its spec
+/// (the generation), labels, annotations, finalizers and deletion; not its
+/// status. Every reconcile writes the status, and reconciling again on that
+/// write of our own was most of the reconciles of a large convergence (3,600
+/// for 1,000 TeamAccess objects). A hash, as kube's predicate filter takes.
+pub fn reconcile_worthy(ta: &TeamAccess) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let m = &ta.metadata;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        m.generation,
+        &m.labels,
+        &m.annotations,
+        &m.finalizers,
+        m.deletion_timestamp.as_ref().map(|t| t.0),
+    )
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// See [`for_namespace`]; pure, over any TeamAccess objects and managed
 /// objects' metadata.
 pub fn teamaccesses_for_namespace<'a>(
@@ -132,6 +152,34 @@ mod tests {
         );
         let other = namespace("other", &[]);
         assert!(teamaccesses_for_namespace(&other, &tas, &managed).is_empty());
+    }
+
+    #[test]
+    fn only_a_change_beyond_the_status_calls_for_a_reconcile() {
+        let mut base = ta("t", json!([{"tier": "Reader", "namespaces": ["dev"]}]));
+        base.metadata.generation = Some(1);
+        let h = reconcile_worthy(&base);
+        let mut status = base.clone();
+        status.status = Some(Default::default());
+        status.metadata.resource_version = Some("42".into());
+        assert_eq!(reconcile_worthy(&status), h, "our own status write");
+        let changed: [fn(&mut TeamAccess); 5] = [
+            |t| t.metadata.generation = Some(2),
+            |t| t.metadata.labels = Some([("a".to_string(), "b".to_string())].into()),
+            |t| t.metadata.annotations = Some([("a".to_string(), "b".to_string())].into()),
+            |t| t.metadata.finalizers = Some(vec!["teamaccess.dev/cleanup".into()]),
+            |t| {
+                t.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                    ))
+            },
+        ];
+        for (i, change) in changed.iter().enumerate() {
+            let mut t = base.clone();
+            change(&mut t);
+            assert_ne!(reconcile_worthy(&t), h, "change {i}");
+        }
     }
 
     #[test]
