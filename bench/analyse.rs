@@ -292,9 +292,19 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// The floor's best rate (objects per second), from bench-floor's output.
+fn floor_rate(floor: Option<&Value>) -> Option<f64> {
+    floor?.get("best")?.get("objects_per_second")?.as_f64()
+}
+
 /// One scenario's table (text) and rows (JSON), teamaccess against
-/// rbac-manager; `runs` maps operator → its figures.
-pub fn table(runs: &BTreeMap<String, Map<String, Value>>) -> (String, Value) {
+/// rbac-manager; `runs` maps operator → its figures. With the `floor`, each
+/// operator's convergence also as a multiple of the time the API server
+/// needs to take the objects that operator wrote, from the fastest client.
+pub fn table(
+    runs: &BTreeMap<String, Map<String, Value>>,
+    floor: Option<&Value>,
+) -> (String, Value) {
     let get = |op: &str, key: &str| -> Value {
         runs.get(op)
             .and_then(|r| r.get(key))
@@ -327,6 +337,35 @@ pub fn table(runs: &BTreeMap<String, Map<String, Value>>) -> (String, Value) {
             label,
             get("teamaccess", key),
             get("rbac-manager", key),
+        );
+    }
+    if let Some(rate) = floor_rate(floor) {
+        let concurrency = floor
+            .and_then(|f| f["best"]["concurrency"].as_u64())
+            .unwrap_or(0);
+        let both = json!(round(rate, 0));
+        row(
+            "floor_objects_per_second".into(),
+            format!("floor: objects/s, minimal client at concurrency {concurrency}"),
+            both.clone(),
+            both,
+        );
+        let floor_s = |op: &str| match get(op, "objects_written").as_f64() {
+            Some(n) if n > 0.0 => json!(round(n / rate, 2)),
+            _ => Value::Null,
+        };
+        row(
+            "floor_s".into(),
+            "floor: time for the objects it wrote (s)".into(),
+            floor_s("teamaccess"),
+            floor_s("rbac-manager"),
+        );
+        let multiple = |op: &str| ratio(&get(op, "convergence_s"), &floor_s(op));
+        row(
+            "convergence_over_floor".into(),
+            "convergence as a multiple of the floor".into(),
+            multiple("teamaccess"),
+            multiple("rbac-manager"),
         );
     }
     for phase in ["convergence_requests_by_verb", "steady_requests_by_verb"] {
@@ -439,12 +478,18 @@ mod tests {
         assert_eq!(f["cpu_steady_s"], json!(0.1));
 
         let runs = BTreeMap::from([("teamaccess".to_string(), f)]);
-        let (text, rows) = table(&runs);
+        let floor = json!({"best": {"concurrency": 32, "objects_per_second": 10.0}});
+        let (text, rows) = table(&runs, Some(&floor));
         assert!(text.contains("drift repair p99 (ms)"), "{text}");
         assert_eq!(
             rows["onboard_p50_ms"]["ratio"],
             Value::Null,
             "no peer, no ratio"
         );
+        // 3 objects at 10/s take 0.3 s; converging took 0.9 s
+        assert_eq!(rows["floor_s"]["teamaccess"], json!(0.3));
+        assert_eq!(rows["convergence_over_floor"]["teamaccess"], json!(3.0));
+        let (_, rows) = table(&runs, None);
+        assert!(rows.get("floor_s").is_none(), "no floor run, no floor rows");
     }
 }

@@ -84,13 +84,22 @@ fn machine() -> Value {
 fn report(runs_dir: &Path, out_json: &Path) -> Result<(), String> {
     let mut scenarios: BTreeMap<String, BTreeMap<String, serde_json::Map<String, Value>>> =
         BTreeMap::new();
+    let mut floors: BTreeMap<String, Value> = BTreeMap::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_dir)
         .map_err(|e| format!("{}: {e}", runs_dir.display()))?
         .filter_map(|d| d.ok().map(|d| d.path()))
-        .filter(|d| d.join("audit.jsonl").exists())
         .collect();
     dirs.sort();
-    for dir in dirs {
+    for dir in &dirs {
+        let path = dir.join("floor.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let floor =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let run = read_run(&dir.join("run.json"))?;
+            floors.insert(run.text("scenario").to_string(), floor);
+        }
+    }
+    for dir in dirs.iter().filter(|d| d.join("audit.jsonl").exists()) {
         let run = read_run(&dir.join("run.json"))?;
         let figures = analyse::analyse(&run, &events(&dir.join("audit.jsonl"))?)
             .map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -123,9 +132,10 @@ fn report(runs_dir: &Path, out_json: &Path) -> Result<(), String> {
             r["onboard_events"],
             r["idle_seconds"]
         );
-        let (text, rows) = analyse::table(ops);
+        let floor = floors.get(sc);
+        let (text, rows) = analyse::table(ops, floor);
         print!("{text}");
-        doc["scenarios"][sc] = json!({"figures": rows, "runs": ops});
+        doc["scenarios"][sc] = json!({"figures": rows, "runs": ops, "floor": floor});
     }
     if let Some(parent) = out_json.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;

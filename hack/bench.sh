@@ -49,8 +49,10 @@ if [ -z "${BENCH_TEAMACCESS_BIN:-}" ] && [[ ,$OPERATORS, == *,teamaccess,* ]]; t
   log "building the release binary"
   cargo build --release --quiet
 fi
-cargo build --release --quiet --example bench-audit
+cargo build --release --quiet --example bench-audit --example bench-floor
 AUDIT=$PWD/target/release/examples/bench-audit
+FLOOR=$PWD/target/release/examples/bench-floor
+FLOOR_CONCURRENCY=${BENCH_FLOOR_CONCURRENCY:-16,32,64}
 RBM_BIN= RBM_CRD=
 if [[ ,$OPERATORS, == *,rbac-manager,* ]]; then
   RBM_BIN=$(hack/tool-rbac-manager.sh)
@@ -326,6 +328,46 @@ JSON
   log "$sc/$op: done"
 }
 
+# The floor: a fresh control plane, the scenario's namespaces, and as many
+# Roles and RoleBindings as the scenario's operator writes, created by
+# bench/floor.rs as a ServiceAccount (not an admin: API priority and fairness
+# exempts admins), once per concurrency in BENCH_FLOOR_CONCURRENCY.
+floor_run() { # scenario
+  local sc=$1 run=$RUNS/$1-floor per
+  mkdir -p "$run"
+  DIR=$(mktemp -d "${TMPDIR:-/tmp}/teamaccess-bench.XXXXXX")
+  log "$sc/floor: fresh control plane"
+  # shellcheck disable=SC1090
+  . "$(hack/control-plane.sh up "$DIR")"
+  SERVER=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  local i
+  for ((i = 1; i <= NS_COUNT; i++)); do
+    printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {bench: "yes"}}\n---\n' "$(ns_name "$i")"
+  done >"$DIR/namespaces.yaml"
+  kubectl apply --server-side -f "$DIR/namespaces.yaml" >/dev/null
+  kubectl create namespace bench-floor >/dev/null
+  kubectl create serviceaccount floor -n bench-floor >/dev/null
+  # what creating a Role with any rules and binding it takes, nothing more
+  kubectl create clusterrole bench-floor --verb=create --resource=roles,rolebindings >/dev/null
+  kubectl create clusterrole bench-floor-escalate --verb=escalate,bind --resource=roles >/dev/null
+  kubectl create clusterrolebinding bench-floor --clusterrole=bench-floor --serviceaccount=bench-floor:floor >/dev/null
+  kubectl create clusterrolebinding bench-floor-escalate --clusterrole=bench-floor-escalate --serviceaccount=bench-floor:floor >/dev/null
+  local token ca
+  token=$(kubectl create token floor -n bench-floor --duration=24h)
+  ca=$(base64 -w0 <"$DIR/pki/ca.crt")
+  printf 'apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster: {server: "%s", certificate-authority-data: "%s"}\nusers:\n- name: u\n  user: {token: "%s"}\ncontexts:\n- name: b\n  context: {cluster: b, user: u}\ncurrent-context: b\n' \
+    "$SERVER" "$ca" "$token" >"$DIR/floor.kubeconfig"
+  # named scenarios write PER bindings for each of CRS CRs over NS_COUNT
+  # namespaces: the same count, spread evenly
+  per=$(( EXPECTED_BINDINGS / NS_COUNT )); [ "$per" -ge 1 ] || per=1
+  log "$sc/floor: $((2 * per * NS_COUNT)) objects per pass, concurrency $FLOOR_CONCURRENCY"
+  KUBECONFIG=$DIR/floor.kubeconfig RUST_LOG=warn "$FLOOR" --namespaces "$NS_COUNT" --per-namespace "$per" \
+    --concurrency "$FLOOR_CONCURRENCY" >"$run/floor.json"
+  printf '{"scenario": "%s", "operator": "floor"}\n' "$sc" >"$run/run.json"
+  hack/control-plane.sh down "$DIR" >/dev/null 2>&1 || true
+  rm -rf "$DIR"; DIR=
+}
+
 n=0
 for sc in ${SCENARIOS//,/ }; do
   scenario_shape "$sc"
@@ -335,6 +377,7 @@ for sc in ${SCENARIOS//,/ }; do
     [[ ,$OPERATORS, == *,$op,* ]] || continue
     run_one "$sc" "$op"
   done
+  [ -n "${BENCH_NO_FLOOR:-}" ] || floor_run "$sc"
   n=$((n + 1))
 done
 
