@@ -150,7 +150,11 @@ async fn gather(ctx: &Context, ta: &TeamAccess) -> World {
 /// what we own is found by name and owner reference, never by label alone.
 /// Normally there are none, and this costs nothing.
 async fn with_unlabelled<K: Cached>(ctx: &Context, object: &str) -> Vec<Arc<K>> {
+    // the cache holds every TeamAccess's objects (20,000 at 1,000 TeamAccess
+    // objects over 10 namespaces each): only those at our name are ours to
+    // decide on, so the rest are dropped before anything is copied
     let mut all = K::store(&ctx.caches).state();
+    all.retain(|o| o.meta().name.as_deref() == Some(object));
     let seen: HashSet<(String, String)> = (all.iter())
         .map(|o| {
             (
