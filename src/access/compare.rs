@@ -310,7 +310,10 @@ pub fn role_differences(want: &Role, have: &Role) -> Vec<Field> {
             .map(normalize_rule)
             .collect::<Vec<_>>()
     };
-    if rules(want) != rules(have) {
+    // equal as stored is the common case (every drift event compares every
+    // namespace of the TeamAccess) and needs no copy; only rules that differ
+    // as written are normalized, to tell an omitted list from an empty one
+    if want.rules != have.rules && rules(want) != rules(have) {
         out.push(Field::Rules);
     }
     meta_differences(&want.metadata, &have.metadata, &mut out);
