@@ -290,6 +290,9 @@ impl LeaderElector {
                 warn!(lease = %self.name, "could not renew the leader lease in time");
                 return;
             }
+            #[cfg(feature = "failpoints")]
+            crate::controller::failpoint::before_renew(self.api.namespace().unwrap_or_default())
+                .await;
             match self.try_acquire_or_renew().await {
                 Ok(true) => {}
                 Ok(false) => {
