@@ -33,7 +33,9 @@ pub struct LeaderElector {
 /// lease duration, so a renewal that started at `t` keeps us safe until
 /// `t + renew deadline` (shorter than the duration). A leader that could not
 /// renew by then (the API server gone, or the process paused and resumed)
-/// must send nothing more: [`GateLayer`] refuses its requests, leases aside.
+/// must send nothing more, not even a lease request: [`GateLayer`] refuses
+/// every request, and the elector gives up without asking (the process exits
+/// and a new one, as a kubelet starts it, competes afresh).
 #[derive(Clone, Default)]
 pub struct LeaseGate(Arc<Mutex<GateState>>);
 
@@ -52,18 +54,21 @@ impl LeaseGate {
         *self.0.lock().expect("not poisoned") = GateState::Leading(started + renew_deadline);
     }
 
-    /// Whether a request to `path` may go out at `now`.
-    pub fn allows(&self, path: &str, now: Instant) -> bool {
+    /// Whether a request may go out at `now`. A lease request is no
+    /// exception: the bound counts every request after the lease
+    /// could have passed to another replica, and one sent to learn that it
+    /// did would itself break it.
+    pub fn allows(&self, now: Instant) -> bool {
+        !self.expired(now)
+    }
+
+    /// Whether we led and the renew deadline has passed by `now`.
+    pub fn expired(&self, now: Instant) -> bool {
         match *self.0.lock().expect("not poisoned") {
-            GateState::Open => true,
-            GateState::Leading(until) => now < until || is_lease(path),
+            GateState::Open => false,
+            GateState::Leading(until) => now >= until,
         }
     }
-}
-
-/// The elector's own requests: the only way to learn that the lease is lost.
-fn is_lease(path: &str) -> bool {
-    path.starts_with("/apis/coordination.k8s.io/") && path.contains("/leases")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +114,7 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        if !self.gate.allows(request.uri().path(), Instant::now()) {
+        if !self.gate.allows(Instant::now()) {
             return Box::pin(std::future::ready(Err(LeaseExpired.into())));
         }
         let sent = self.inner.call(request);
@@ -272,28 +277,33 @@ impl LeaderElector {
         }
     }
 
-    /// Renews until a renewal has not succeeded for the renew deadline (then
-    /// we must assume another replica may take over, and stop writing).
+    /// Renews until the renew deadline of the last successful renewal has
+    /// passed (then another replica may take over, so we stop), or until
+    /// another replica holds the lease. The deadline is the gate's, so the
+    /// elector stops exactly when the gate closes and never asks past it.
     pub async fn hold(&mut self) {
-        let renew_deadline = self.renew_deadline;
-        let mut last_ok = Instant::now();
         loop {
             tokio::time::sleep(self.retry).await;
             // a process paused past its deadline learns it here, before it
             // sends anything
-            if last_ok.elapsed() > renew_deadline {
+            if self.gate.expired(Instant::now()) {
                 warn!(lease = %self.name, "could not renew the leader lease in time");
                 return;
             }
+            #[cfg(feature = "failpoints")]
+            crate::controller::failpoint::before_renew(self.api.namespace().unwrap_or_default())
+                .await;
             match self.try_acquire_or_renew().await {
-                Ok(true) => last_ok = Instant::now(),
+                Ok(true) => {}
                 Ok(false) => {
                     warn!(lease = %self.name, "the leader lease is held by another replica");
                     return;
                 }
                 Err(e) => warn!(error = %e, "renewing the leader lease failed"),
             }
-            if last_ok.elapsed() > renew_deadline {
+            // an attempt under way when the deadline passed (its read answered
+            // late, or the process was paused in it) had its update refused
+            if self.gate.expired(Instant::now()) {
                 warn!(lease = %self.name, "could not renew the leader lease in time");
                 return;
             }
@@ -334,19 +344,19 @@ mod tests {
     const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/teamaccess";
 
     #[test]
-    fn a_leader_past_its_renew_deadline_may_only_ask_about_its_lease() {
+    fn a_leader_past_its_renew_deadline_may_send_nothing_not_even_for_its_lease() {
         let gate = LeaseGate::default();
         let t0 = Instant::now();
         // caches read before the lease is won, and without leader election
-        assert!(gate.allows(ROLE, t0 + Duration::from_secs(3600)));
+        assert!(gate.allows(t0 + Duration::from_secs(3600)));
+        assert!(!gate.expired(t0 + Duration::from_secs(3600)));
         gate.renewed(t0, Duration::from_secs(10));
-        assert!(gate.allows(ROLE, t0 + Duration::from_secs(9)));
-        assert!(!gate.allows(ROLE, t0 + Duration::from_secs(10)));
-        assert!(!gate.allows("/api/v1/namespaces", t0 + Duration::from_secs(60)));
-        assert!(gate.allows(LEASE, t0 + Duration::from_secs(60)));
+        assert!(gate.allows(t0 + Duration::from_secs(9)));
+        assert!(!gate.allows(t0 + Duration::from_secs(10)));
+        assert!(gate.expired(t0 + Duration::from_secs(10)));
         // a renewal reopens it
         gate.renewed(t0 + Duration::from_secs(20), Duration::from_secs(10));
-        assert!(gate.allows(ROLE, t0 + Duration::from_secs(29)));
+        assert!(gate.allows(t0 + Duration::from_secs(29)));
     }
 
     #[tokio::test]
@@ -368,12 +378,63 @@ mod tests {
             Instant::now() - Duration::from_secs(20),
             Duration::from_secs(10),
         );
-        let refused = gated.call(request(ROLE)).await.unwrap_err();
-        assert!(refused.to_string().contains("could not be renewed in time"));
-        gated.call(request(LEASE)).await.unwrap();
-        assert_eq!(
-            *sent.lock().unwrap(),
-            vec![ROLE.to_string(), LEASE.to_string()]
+        for path in [ROLE, LEASE] {
+            let refused = gated.call(request(path)).await.unwrap_err();
+            assert!(refused.to_string().contains("could not be renewed in time"));
+        }
+        assert_eq!(*sent.lock().unwrap(), vec![ROLE.to_string()]);
+    }
+
+    fn lease_json(rv: u32) -> String {
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "teamaccess", "namespace": "ops", "resourceVersion": rv.to_string()},
+            "spec": {"holderIdentity": "me", "leaseDurationSeconds": 1},
+        })
+        .to_string()
+    }
+
+    /// A process paused (or starved) in the middle of a renewal: its read of
+    /// the lease answers after the renew deadline. The update that would
+    /// follow is never sent, and `hold` returns, so the process exits.
+    #[tokio::test]
+    async fn a_renewal_whose_read_answers_past_the_deadline_sends_no_update() {
+        let gate = LeaseGate::default();
+        let sent = Arc::new(Mutex::new(Vec::<String>::new()));
+        let api_server = {
+            let sent = sent.clone();
+            tower::service_fn(move |r: axum::http::Request<kube::client::Body>| {
+                let n = {
+                    let mut sent = sent.lock().unwrap();
+                    sent.push(r.method().to_string());
+                    sent.len() as u32
+                };
+                async move {
+                    // the third request is the second renewal's read
+                    if n == 3 {
+                        tokio::time::sleep(Duration::from_millis(700)).await;
+                    }
+                    Ok::<_, tower::BoxError>(axum::http::Response::new(lease_json(n)))
+                }
+            })
+        };
+        let client = Client::new(GateLayer(gate.clone()).layer(api_server), "ops");
+        // renew deadline 1 s (2/3 of 1.5 s), a renewal every 0.5 s
+        let mut elector = LeaderElector::new(
+            client,
+            "ops",
+            "teamaccess",
+            "me",
+            Duration::from_millis(1500),
+            Duration::from_millis(500),
+            gate.clone(),
         );
+        assert!(elector.try_acquire_or_renew().await.unwrap());
+        tokio::time::timeout(Duration::from_secs(5), elector.hold())
+            .await
+            .expect("hold returns once the deadline has passed");
+        assert_eq!(*sent.lock().unwrap(), ["GET", "PUT", "GET"]);
+        assert!(gate.expired(Instant::now()));
     }
 }

@@ -9,13 +9,22 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 use teamaccess::api::teamaccess::TeamAccess;
 
-use crate::harness::operator::{Operator, condition, teamaccesses};
+use crate::harness::operator::{self, Operator, condition, teamaccesses};
 use crate::harness::support::{self, Cluster, can};
+
+/// Leader-election flags short enough for a fault test: a 5 s outage
+/// outlasts the renew deadline, and a takeover waits only 6 s.
+pub const LEASE: [&str; 4] = ["--lease-duration", "6s", "--lease-retry-period", "1s"];
+/// 2/3 of the lease duration, as the operator computes it.
+pub const RENEW_DEADLINE: SignedDuration = SignedDuration::from_secs(4);
+pub const LEASE_DURATION: SignedDuration = SignedDuration::from_secs(6);
+/// What a leader logs as it exits.
+pub const LOST: &str = "lost the leader lease; exiting so that only the leader writes";
 
 /// Creates `n` namespaces `{prefix}-000`… labelled `label=true`, 16 at a time.
 pub async fn namespaces(cluster: &Cluster, prefix: &str, n: usize, label: &str) -> Vec<String> {
@@ -41,6 +50,27 @@ pub async fn namespaces(cluster: &Cluster, prefix: &str, n: usize, label: &str) 
         .await
         .expect("creating namespaces");
     names
+}
+
+/// TeamAccess `name`, in `op`'s hands: `group` gets Writer in every
+/// namespace labelled `label=true`.
+pub async fn writer_over(
+    cluster: &Cluster,
+    op: &Operator,
+    name: &str,
+    label: &str,
+    group: &str,
+) -> TeamAccess {
+    operator::apply(
+        cluster,
+        op,
+        name,
+        serde_json::json!({
+            "groups": [{"id": group}],
+            "grants": [{"tier": "Writer", "namespaceSelector": {"matchLabels": {label: "true"}}}],
+        }),
+    )
+    .await
 }
 
 fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
@@ -119,8 +149,6 @@ pub async fn writer_access(cluster: &Cluster, group: &str, sample: &[&String], o
     );
 }
 
-/// Waits (up to `within`) until the status of the current generation counts
-/// exactly `n` targeted and `n` applied, nothing else, and is Ready.
 /// What every kill test ends with: exactly our objects, Writer access for
 /// `group` in a tenth of `namespaces` (and none in `outside`), and the
 /// status counting all of them applied.
@@ -144,6 +172,8 @@ pub async fn end_state(
     );
 }
 
+/// Waits (up to `within`) until the status of the current generation counts
+/// exactly `n` targeted and `n` applied, nothing else, and is Ready.
 pub async fn converged(cluster: &Cluster, name: &str, n: u32, within: Duration) -> TeamAccess {
     let api = teamaccesses(cluster);
     support::eventually(
@@ -173,8 +203,10 @@ pub async fn converged(cluster: &Cluster, name: &str, n: u32, within: Duration) 
 /// What the operator did over a `window` of steady state.
 #[derive(Debug)]
 pub struct Quiet {
-    /// Requests of every kind, from the audit log.
+    /// Requests of every kind but the lease's, from the audit log.
     pub requests: usize,
+    /// The lease's (a leader's renewals), counted apart.
+    pub lease_requests: usize,
     pub writes: usize,
     /// Lists: a watch that had to start over (after a 410, or a failure).
     pub lists: usize,
@@ -195,8 +227,12 @@ pub async fn over_steady_state(cluster: &Cluster, op: &Operator, window: Duratio
     // the window is the measurement itself, not a wait for a condition
     tokio::time::sleep(window).await;
     let to = Timestamp::now();
-    let requests = support::requests_by(cluster, &op.user, from, to).await;
+    let all = support::requests_by(cluster, &op.user, from, to).await;
+    // a leader renews its lease every retry period, converged or not
+    let (leases, requests): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|r| r.resource == "leases");
     let quiet = Quiet {
+        lease_requests: leases.len(),
         requests: requests.len(),
         writes: requests.iter().filter(|r| r.is_write()).count(),
         lists: requests.iter().filter(|r| r.verb == "list").count(),
@@ -213,4 +249,77 @@ pub async fn over_steady_state(cluster: &Cluster, op: &Operator, window: Duratio
         started.elapsed()
     );
     quiet
+}
+
+/// Waits for the operator to go quiet and checks that it has: the first 20 s
+/// window (of at most 6) with no writes and no lists must also hold at most
+/// one reconcile and 10 requests. Until then the watches may still be
+/// starting over after 410s (with backoff grown during an outage), and a
+/// reconcile from a stale cache may send creates answered AlreadyExists.
+/// Returns when the quiet window began.
+pub async fn goes_quiet(cluster: &Cluster, op: &Operator) -> Timestamp {
+    let mut windows = Vec::new();
+    let (settled, quiet) = loop {
+        let window_start = Timestamp::now();
+        let quiet = over_steady_state(cluster, op, Duration::from_secs(20)).await;
+        let done = quiet.writes == 0 && quiet.lists == 0;
+        windows.push(quiet);
+        if done || windows.len() == 6 {
+            break (window_start, windows.last().unwrap());
+        }
+    };
+    eprintln!("quiet after {} window(s) of 20 s", windows.len());
+    assert_eq!(quiet.writes, 0, "no writes once converged: {windows:?}");
+    assert!(quiet.lists == 0, "the watches settle: {windows:?}");
+    assert!(quiet.reconciles <= 1, "no reconcile loop: {quiet:?}");
+    assert!(quiet.requests <= 10, "no request loop: {quiet:?}");
+    // a read and an update per retry period of 1 s (LEASE), and slack
+    assert!(
+        quiet.lease_requests <= 2 * 20 + 4,
+        "no lease loop: {quiet:?}"
+    );
+    settled
+}
+
+/// From the audit log over `[from, to]`, summed over `users` (the processes
+/// that shared the work): no Role or RoleBinding created (201) more than `n`
+/// times, and none deleted. Requests in flight at a SIGKILL of the apiserver
+/// have no audit event (it is written when the response completes), so the
+/// log may show fewer than `n` creates.
+pub async fn created_at_most_once(
+    cluster: &Cluster,
+    users: &[&str],
+    from: Timestamp,
+    to: Timestamp,
+    n: usize,
+) {
+    let mut writes = Vec::new();
+    for user in users {
+        writes.extend(support::writes_by(cluster, user, from, to).await);
+    }
+    let count = |resource: &str, verb: &str, code: i64| {
+        writes
+            .iter()
+            .filter(|w| w.resource == resource && w.verb == verb && w.code == code)
+            .count()
+    };
+    for resource in ["roles", "rolebindings"] {
+        assert!(
+            count(resource, "create", 201) <= n,
+            "{resource} created once each"
+        );
+        assert!(
+            !writes
+                .iter()
+                .any(|w| w.resource == resource && w.verb == "delete"),
+            "nothing revoked: {resource}"
+        );
+    }
+    eprintln!(
+        "creates: roles {} (201) + {} (409), rolebindings {} (201) + {} (409)",
+        count("roles", "create", 201),
+        count("roles", "create", 409),
+        count("rolebindings", "create", 201),
+        count("rolebindings", "create", 409),
+    );
 }

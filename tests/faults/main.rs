@@ -9,6 +9,7 @@ mod harness;
 
 mod apiserver;
 mod checks;
+mod leader;
 mod operator;
 mod plane;
 mod rig;

@@ -4,10 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::checks;
-use crate::harness::operator::{self, Operator};
+use crate::harness::operator::Operator;
 use crate::harness::support;
 use crate::plane::ControlPlane;
 
@@ -33,16 +31,7 @@ async fn operator_killed_mid_reconcile_of_500_namespaces_converges_after_restart
     first
         .wait_for_log("the operator to reconcile", "leading: reconciling")
         .await;
-    let ta = operator::apply(
-        &cluster,
-        &first,
-        "fault-op",
-        json!({
-            "groups": [{"id": GROUP}],
-            "grants": [{"tier": "Writer", "namespaceSelector": {"matchLabels": {"fault-op": "true"}}}],
-        }),
-    )
-    .await;
+    let ta = checks::writer_over(&cluster, &first, "fault-op", "fault-op", GROUP).await;
     let uid = ta.metadata.uid.clone().unwrap();
     first
         .wait_for_log("the reconcile to reach the pause", "failpoint: pausing")
@@ -67,18 +56,5 @@ async fn operator_killed_mid_reconcile_of_500_namespaces_converges_after_restart
 
     checks::end_state(&cluster, &ta, &namespaces, GROUP, &outside).await;
 
-    let mut windows = Vec::new();
-    loop {
-        let quiet = checks::over_steady_state(&cluster, &second, Duration::from_secs(20)).await;
-        let done = quiet.writes == 0 && quiet.lists == 0;
-        windows.push(quiet);
-        if done || windows.len() == 6 {
-            break;
-        }
-    }
-    let quiet = windows.last().unwrap();
-    assert_eq!(quiet.writes, 0, "no writes once converged: {windows:?}");
-    assert!(quiet.lists == 0, "the watches settle: {windows:?}");
-    assert!(quiet.reconciles <= 1, "no reconcile loop: {quiet:?}");
-    assert!(quiet.requests <= 10, "no request loop: {quiet:?}");
+    checks::goes_quiet(&cluster, &second).await;
 }
