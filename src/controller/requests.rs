@@ -46,14 +46,49 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let method = request.method().to_string();
-        let metrics = self.metrics.clone();
+        let mut count = Count {
+            method: request.method().to_string(),
+            metrics: self.metrics.clone(),
+            answer: Answer::Cancelled,
+        };
         let sent = self.inner.call(request);
         Box::pin(async move {
             let answer = sent.await.map_err(Into::into);
-            let status = answer.as_ref().ok().map(|r| r.status().as_u16());
-            metrics.api_request(&method, status);
+            count.answer = match &answer {
+                Ok(r) => Answer::Status(r.status().as_u16()),
+                Err(_) => Answer::Failed,
+            };
+            drop(count);
             answer
         })
+    }
+}
+
+enum Answer {
+    Status(u16),
+    Failed,
+    /// Dropped before an answer came: a deadline abandoned it. Under a
+    /// failing server these are most requests, so they must count too.
+    Cancelled,
+}
+
+/// Counts its request when dropped, however the request ended.
+struct Count {
+    method: String,
+    metrics: Arc<Metrics>,
+    answer: Answer,
+}
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        let code = match self.answer {
+            Answer::Status(s) => Some(s),
+            Answer::Failed => None,
+            Answer::Cancelled => {
+                self.metrics.api_request_cancelled(&self.method);
+                return;
+            }
+        };
+        self.metrics.api_request(&self.method, code);
     }
 }

@@ -46,8 +46,9 @@ pub struct ResourceLabels {
 pub struct RequestLabels {
     /// The HTTP method.
     pub method: String,
-    /// The status class (`2xx`, `4xx`, `5xx`), or `error` when no answer
-    /// came (connection refused, reset, or a request refused before sending).
+    /// The status class (`2xx`, `4xx`, `5xx`); `error` when no answer
+    /// came (connection refused or reset); `cancelled` when the operator
+    /// stopped waiting (a deadline passed).
     pub code: &'static str,
 }
 
@@ -218,6 +219,16 @@ impl Metrics {
             .inc();
     }
 
+    /// One request abandoned before its answer came.
+    pub fn api_request_cancelled(&self, method: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                code: "cancelled",
+            })
+            .inc();
+    }
+
     pub fn set_managed(&self, roles: usize, bindings: usize) {
         self.managed
             .get_or_create(&KindLabels { kind: "Role" })
@@ -330,6 +341,7 @@ mod tests {
         m.api_request("PATCH", Some(504));
         m.api_request("GET", None);
         m.api_request("GET", Some(201));
+        m.api_request_cancelled("PATCH");
         assert_eq!(
             lines(&m, "teamaccess_api_requests_total{"),
             [
@@ -337,6 +349,7 @@ mod tests {
                 r#"teamaccess_api_requests_total{method="GET",code="4xx"} 1"#,
                 r#"teamaccess_api_requests_total{method="GET",code="error"} 1"#,
                 r#"teamaccess_api_requests_total{method="PATCH",code="5xx"} 1"#,
+                r#"teamaccess_api_requests_total{method="PATCH",code="cancelled"} 1"#,
             ]
         );
     }

@@ -9,6 +9,10 @@ mod harness;
 
 mod apiserver;
 mod checks;
+mod etcd;
 mod operator;
 mod plane;
+mod proxy;
 mod rig;
+mod slow;
+mod watch;

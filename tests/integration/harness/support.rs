@@ -280,6 +280,9 @@ pub struct AuditEvent {
     pub name: String,
     pub code: i64,
     pub received: Timestamp,
+    /// When the API server finished it (stageTimestamp at ResponseComplete):
+    /// the write is stored by then, whether or not its client heard back.
+    pub completed: Timestamp,
     pub user_agent: String,
 }
 
@@ -309,6 +312,7 @@ pub fn audit_events(cluster: &Cluster, from: Timestamp, to: Timestamp) -> Vec<Au
                     .to_string()
             };
             let received: Timestamp = s("/requestReceivedTimestamp").parse().ok()?;
+            let completed: Timestamp = s("/stageTimestamp").parse().unwrap_or(received);
             let resource = match s("/objectRef/subresource").as_str() {
                 "" => s("/objectRef/resource"),
                 sub => format!("{}/{sub}", s("/objectRef/resource")),
@@ -324,6 +328,7 @@ pub fn audit_events(cluster: &Cluster, from: Timestamp, to: Timestamp) -> Vec<Au
                     .and_then(Value::as_i64)
                     .unwrap_or(0),
                 received,
+                completed,
                 user_agent: s("/userAgent"),
             })
         })
