@@ -84,6 +84,9 @@ pub trait Managed:
     /// more than `have` does (and, built from `want`, no more than the spec
     /// does now). None when nothing would be left.
     fn narrowed(want: Self, have: &Self) -> Option<Self>;
+    /// Whether `a` grants anything `b` does not: writing `a` over `b` widens
+    /// access (rules or subjects; labels grant nothing).
+    fn grants_beyond(a: &Self, b: &Self) -> bool;
 }
 
 impl Managed for Role {
@@ -102,6 +105,10 @@ impl Managed for Role {
         want.rules = Some(rules);
         keep_tier_label(&mut want.metadata, &have.metadata);
         Some(want)
+    }
+    fn grants_beyond(a: &Self, b: &Self) -> bool {
+        let by = b.rules.as_deref().unwrap_or_default();
+        (a.rules.iter().flatten()).any(|r| !covered(r, by))
     }
 }
 
@@ -130,6 +137,11 @@ impl Managed for RoleBinding {
         want.subjects = Some(subjects);
         keep_tier_label(&mut want.metadata, &have.metadata);
         Some(want)
+    }
+    fn grants_beyond(a: &Self, b: &Self) -> bool {
+        let held: Vec<_> = b.subjects.iter().flatten().map(normalize_subject).collect();
+        a.role_ref != b.role_ref
+            || (a.subjects.iter().flatten()).any(|s| !held.contains(&normalize_subject(s)))
     }
 }
 

@@ -165,6 +165,12 @@ pub struct GrantPlan {
     /// The mode the decisions were made in; a fresh decision after a
     /// conflict is made in the same one.
     pub mode: Mode,
+    /// The RoleBinding's write narrows (a group goes) and the Role's widens
+    /// (a higher tier): the binding is written, and confirmed, first. In the
+    /// other order the departing group would hold the new tier, which
+    /// neither the old spec nor the new one grants, for as long as the
+    /// second write takes (or for good, if it fails).
+    pub binding_first: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,6 +315,10 @@ fn grant(
     let unbind = binding_have
         .filter(|b| compare::owned_by(&b.metadata, uid))
         .map(|b| Delete::of(Kind::RoleBinding, &b.metadata));
+    let order = narrowing_first(
+        role_have.is_none_or(|h| Role::grants_beyond(&role_want, h)),
+        binding_have.is_some_and(|h| RoleBinding::grants_beyond(h, &binding_want)),
+    );
     let role = decide(uid, role_want, role_have, mode, history);
     let binding = match &role {
         Decision::Conflict(_) => None,
@@ -319,6 +329,11 @@ fn grant(
         }
         _ => Some(decide(uid, binding_want, binding_have, mode, history)),
     };
+    // suspended, nothing widens: either order only narrows
+    let binding_first = order == Order::BindingFirst
+        && mode == Mode::Active
+        && role.writes()
+        && binding.as_ref().is_some_and(Decision::writes);
     GrantPlan {
         namespace: target.namespace.clone(),
         tier: target.tier,
@@ -327,6 +342,29 @@ fn grant(
         unbind,
         suspended,
         mode,
+        binding_first,
+    }
+}
+
+/// In which order one namespace's two writes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    RoleFirst,
+    BindingFirst,
+}
+
+/// Narrowing before widening: every moment between the two writes then
+/// grants no more than the old spec or the new one does. A Role that
+/// narrows goes first (the groups still bound, old and new, hold less); a
+/// binding that narrows goes first when the Role widens (a departing group
+/// never holds the higher tier). When both narrow, or both widen, the Role
+/// goes first as always: the groups bound before are those of the old spec,
+/// and the tiers nest.
+pub fn narrowing_first(role_widens: bool, binding_narrows: bool) -> Order {
+    if role_widens && binding_narrows {
+        Order::BindingFirst
+    } else {
+        Order::RoleFirst
     }
 }
 

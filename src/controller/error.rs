@@ -70,6 +70,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// No answer within the write deadline: the write may have been stored.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
     /// The API server's answer behind this error, if it answered.
     pub fn api_status(&self) -> Option<&kube::core::Status> {
         match self {

@@ -69,6 +69,16 @@ async fn perform_plan(
         }
         return suspended(out, plan.suspended);
     }
+    // narrowing before widening; a write that failed (or timed out and
+    // could not be read back) stops the namespace, so the widening write
+    // never goes out unconfirmed
+    let mut binding = plan.binding;
+    if plan.binding_first
+        && let Some(first) = binding.take()
+        && !perform(ctx, uid, first, mode, &mut out).await
+    {
+        return out;
+    }
     if !perform(ctx, uid, plan.role, mode, &mut out).await {
         if out.status.state == NamespaceState::Conflict
             && let Some(unbind) = &plan.unbind
@@ -81,7 +91,7 @@ async fn perform_plan(
         }
         return out;
     }
-    if let Some(binding) = plan.binding
+    if let Some(binding) = binding
         && !perform(ctx, uid, binding, mode, &mut out).await
     {
         return out;
@@ -128,6 +138,16 @@ async fn perform<K: Cached>(
             }
             Decision::Create { object, drift } => match ctx.writes.create(&object).await {
                 Ok(Created::Created(stored)) => admitted(&object, &stored).map(|()| drift),
+                Err(e) if e.is_timeout() && rereads < MAX_REREADS => {
+                    rereads += 1;
+                    match reread(ctx, uid, object, mode, out).await {
+                        Ok(again) => {
+                            decision = again;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 // an object the cache of labelled objects could not show: read
                 // it and decide again on what is really there
                 Ok(Created::AlreadyExists) => {
@@ -156,6 +176,17 @@ async fn perform<K: Cached>(
                             let mut want = object;
                             want.meta_mut().resource_version = None;
                             decision = plan::decide(uid, want, Some(&found), mode, History::New);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                // the write may have landed or not: what exists now decides
+                Err(e) if e.is_timeout() && rereads < MAX_REREADS => {
+                    rereads += 1;
+                    match reread(ctx, uid, object, mode, out).await {
+                        Ok(again) => {
+                            decision = again;
                             continue;
                         }
                         Err(e) => Err(e),
@@ -201,6 +232,29 @@ async fn perform<K: Cached>(
             }
         };
     }
+}
+
+/// After a write that timed out (it may or may not have been stored): a
+/// fresh read of the object, and a fresh decision on what is there now.
+/// Deciding from the cache instead could repeat a write already stored or,
+/// worse, take an unanswered narrowing write for done.
+async fn reread<K: Cached>(
+    ctx: &Context,
+    uid: &str,
+    mut want: K,
+    mode: Mode,
+    out: &NamespaceOutcome,
+) -> Result<Decision<K>, Error> {
+    let ns = out.status.name.clone();
+    let name = want.meta().name.clone().unwrap_or_default();
+    warn!(namespace = %ns, kind = K::KIND.as_str(), name = %name, "write timed out; reading the object again before deciding");
+    let found = match ctx.writes.get::<K>(&ns, &name).await {
+        Ok(found) => Some(found),
+        Err(e) if e.api_status().is_some_and(|s| s.is_not_found()) => None,
+        Err(e) => return Err(e),
+    };
+    want.meta_mut().resource_version = None;
+    Ok(plan::decide(uid, want, found.as_ref(), mode, History::New))
 }
 
 /// Whether the API server stored what we wrote: an admission policy that

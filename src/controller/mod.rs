@@ -16,6 +16,7 @@ pub mod leader;
 pub mod memory;
 pub mod preflight;
 pub mod reconcile;
+pub mod requests;
 pub mod revoke;
 pub mod run;
 pub mod triggers;

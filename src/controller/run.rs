@@ -33,6 +33,7 @@ use crate::access::naming;
 use crate::api::teamaccess::TeamAccess;
 use crate::controller::arrivals::Arrivals;
 use crate::controller::leader::{GateLayer, LeaderElector, LeaseGate};
+use crate::controller::requests::CountLayer;
 use crate::controller::{Caches, Context, Timing, reconcile, triggers};
 use crate::controller::{discovery, preflight};
 use crate::ops::metrics::Metrics;
@@ -77,12 +78,20 @@ pub enum RunError {
     },
 }
 
-/// The operator's client: every request passes the lease gate first.
-async fn client(args: &Options, gate: &LeaseGate) -> Result<Client, RunError> {
+/// The operator's client: every request passes the lease gate first, and
+/// every one that leaves the gate is counted (a refused one never left).
+async fn client(
+    args: &Options,
+    gate: &LeaseGate,
+    metrics: &Arc<Metrics>,
+) -> Result<Client, RunError> {
     let config = config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|x| RunError::Kubeconfig(x.to_string()))?;
-    Ok(builder.with_layer(&GateLayer(gate.clone())).build())
+    Ok(builder
+        .with_layer(&CountLayer(metrics.clone()))
+        .with_layer(&GateLayer(gate.clone()))
+        .build())
 }
 
 /// A client from `kubeconfig` and `context` as `run` reads them: the file, else
@@ -268,9 +277,9 @@ async fn preflight(client: &Client, args: &Options, ready: &Readiness) {
 
 pub async fn run(args: Options) -> Result<(), RunError> {
     let gate = LeaseGate::default();
-    let client = client(&args, &gate).await?;
-    let identity = args.identity.clone();
     let metrics = Arc::new(Metrics::default());
+    let client = client(&args, &gate, &metrics).await?;
+    let identity = args.identity.clone();
     let ready = Arc::new(Readiness::default());
     let listener = tokio::net::TcpListener::bind(args.http_address)
         .await

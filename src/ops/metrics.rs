@@ -42,6 +42,16 @@ pub struct ResourceLabels {
     pub resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The HTTP method.
+    pub method: String,
+    /// The status class (`2xx`, `4xx`, `5xx`); `error` when no answer
+    /// came (connection refused or reset); `cancelled` when the operator
+    /// stopped waiting (a deadline passed).
+    pub code: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
@@ -52,6 +62,7 @@ pub struct Metrics {
     mutated: Family<KindLabels, Counter>,
     managed: Family<KindLabels, Gauge>,
     api_errors: Family<ResourceLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     leader: Gauge,
     conditions: Family<ConditionLabels, Gauge>,
     /// condition types exported per TeamAccess, so a type that disappears
@@ -73,6 +84,7 @@ impl Default for Metrics {
         let mutated = Family::<KindLabels, Counter>::default();
         let managed = Family::<KindLabels, Gauge>::default();
         let api_errors = Family::<ResourceLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         let leader = Gauge::default();
         let conditions = Family::<ConditionLabels, Gauge>::default();
         let grant_expiry = Family::<TeamAccessLabels, Gauge>::default();
@@ -117,6 +129,11 @@ impl Default for Metrics {
             api_errors.clone(),
         );
         registry.register(
+            "api_requests",
+            "Requests to the API server by method and status class, watches and leases included",
+            requests.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader lease",
             leader.clone(),
@@ -141,6 +158,7 @@ impl Default for Metrics {
             mutated,
             managed,
             api_errors,
+            requests,
             leader,
             conditions,
             condition_types: Mutex::default(),
@@ -180,6 +198,33 @@ impl Metrics {
         self.api_errors
             .get_or_create(&ResourceLabels {
                 resource: resource.to_string(),
+            })
+            .inc();
+    }
+
+    /// One request answered with `status` (None: no answer at all).
+    pub fn api_request(&self, method: &str, status: Option<u16>) {
+        let code = match status {
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(_) => "5xx",
+            None => "error",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                code,
+            })
+            .inc();
+    }
+
+    /// One request abandoned before its answer came.
+    pub fn api_request_cancelled(&self, method: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                code: "cancelled",
             })
             .inc();
     }
@@ -286,6 +331,27 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn requests_count_by_method_and_status_class() {
+        let m = Metrics::default();
+        m.api_request("GET", Some(200));
+        m.api_request("GET", Some(404));
+        m.api_request("PATCH", Some(504));
+        m.api_request("GET", None);
+        m.api_request("GET", Some(201));
+        m.api_request_cancelled("PATCH");
+        assert_eq!(
+            lines(&m, "teamaccess_api_requests_total{"),
+            [
+                r#"teamaccess_api_requests_total{method="GET",code="2xx"} 2"#,
+                r#"teamaccess_api_requests_total{method="GET",code="4xx"} 1"#,
+                r#"teamaccess_api_requests_total{method="GET",code="error"} 1"#,
+                r#"teamaccess_api_requests_total{method="PATCH",code="5xx"} 1"#,
+                r#"teamaccess_api_requests_total{method="PATCH",code="cancelled"} 1"#,
+            ]
+        );
     }
 
     #[test]

@@ -323,3 +323,26 @@ pub async fn created_at_most_once(
         count("rolebindings", "create", 409),
     );
 }
+
+/// Requests the operator has sent so far, by its own count
+/// (`teamaccess_api_requests_total`, every method and answer).
+pub async fn requests_sent(op: &Operator) -> u64 {
+    let (code, body) = op.get("/metrics").await;
+    assert_eq!(code, 200, "/metrics: {body}");
+    body.lines()
+        .filter(|l| l.starts_with("teamaccess_api_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The operator's log lines with `message`, from line `from` on.
+pub fn log_count(op: &Operator, from: usize, message: &str) -> usize {
+    (op.log_lines().iter().skip(from))
+        .filter(|l| l["message"] == message)
+        .count()
+}
+
+/// No Stalled condition left, or one that is False.
+pub fn not_stalled(ta: &TeamAccess) -> bool {
+    condition(ta, "Stalled").is_none_or(|c| c.status != "True")
+}

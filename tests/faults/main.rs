@@ -9,7 +9,11 @@ mod harness;
 
 mod apiserver;
 mod checks;
+mod etcd;
 mod leader;
 mod operator;
 mod plane;
+mod proxy;
 mod rig;
+mod slow;
+mod watch;

@@ -138,6 +138,63 @@ impl ControlPlane {
         );
     }
 
+    /// Where kube-apiserver listens (the host its certificate names).
+    pub fn apiserver_addr(&self) -> std::net::SocketAddr {
+        let ports = std::fs::read_to_string(self.dir.join("ports")).unwrap();
+        let port = (ports.lines())
+            .find_map(|l| l.strip_prefix("api_port="))
+            .expect("api_port in ports");
+        format!("127.0.0.1:{}", port.trim()).parse().unwrap()
+    }
+
+    /// POSTs `body` to etcd's HTTP API (`/v3/kv/range`, `/v3/kv/compaction`):
+    /// its JSON answer. Plain HTTP on loopback, as the rig starts etcd.
+    pub async fn etcd(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let url = self.var("TEAMACCESS_TEST_ETCD");
+        let host = url.strip_prefix("http://").expect("etcd over http");
+        let mut stream = tokio::net::TcpStream::connect(host)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to etcd at {host}: {e}"));
+        let body = body.to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, text) = response.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "etcd {path}: {head}\n{text}"
+        );
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("etcd {path}: {e}: {text}"))
+    }
+
+    /// etcd's current revision.
+    pub async fn etcd_revision(&self) -> i64 {
+        // any key: the header carries the store's revision
+        let answer = self
+            .etcd("/v3/kv/range", &serde_json::json!({"key": "Lw=="}))
+            .await;
+        let rev = &answer["header"]["revision"];
+        (rev.as_str().and_then(|r| r.parse().ok()))
+            .or(rev.as_i64())
+            .unwrap_or_else(|| panic!("no revision in {answer}"))
+    }
+
+    /// Compacts etcd's history up to `revision`: a watch from an older one
+    /// is answered 410 Gone.
+    pub async fn compact(&self, revision: i64) {
+        self.etcd(
+            "/v3/kv/compaction",
+            &serde_json::json!({"revision": revision.to_string(), "physical": true}),
+        )
+        .await;
+    }
+
     /// The PID the script recorded for `component`.
     pub fn pid(&self, component: Component) -> u32 {
         let text = std::fs::read_to_string(self.dir.join("pids")).unwrap();

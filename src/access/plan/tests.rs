@@ -570,3 +570,57 @@ fn revert_actions_name_every_changed_field() {
     let a = DriftAction::Revert(vec![Field::Rules, Field::Labels]);
     assert_eq!(a.event_action(), "RevertRulesLabels");
 }
+
+#[test]
+fn a_narrowing_write_goes_before_a_widening_one() {
+    let ns = [namespace("a", false)];
+    let plan_between = |before: &TeamAccess, tier_before: Tier, after: &TeamAccess| {
+        let (role, binding) = ours(before, "a", tier_before);
+        plan_for(after, &ns, &[role], &[binding], &["a"]).grants[0].clone()
+    };
+    let reader = json!([{"tier": "Reader", "namespaces": ["a"]}]);
+    let writer = json!([{"tier": "Writer", "namespaces": ["a"]}]);
+    // raised to Writer while OTHER leaves: OTHER must never hold Writer
+    let up_and_out = plan_between(
+        &access_for(false, &[GROUP, OTHER], reader.clone()),
+        Tier::Reader,
+        &access_for(false, &[GROUP], writer.clone()),
+    );
+    assert!(matches!(up_and_out.role, Decision::Apply { .. }));
+    assert!(up_and_out.binding_first, "{up_and_out:?}");
+    // lowered to Reader while OTHER joins: OTHER must never hold Writer
+    let down_and_in = plan_between(
+        &access_for(false, &[GROUP], writer.clone()),
+        Tier::Writer,
+        &access_for(false, &[GROUP, OTHER], reader.clone()),
+    );
+    assert!(matches!(down_and_in.binding, Some(Decision::Apply { .. })));
+    assert!(!down_and_in.binding_first);
+    // raised, the same groups: the binding's write is its tier label only
+    let up = plan_between(
+        &access_for(false, &[GROUP], reader.clone()),
+        Tier::Reader,
+        &access_for(false, &[GROUP], writer.clone()),
+    );
+    assert!(!up.binding_first);
+    // a group swapped under a raised tier: the newcomer first gets the old
+    // (lower) tier, the leaver never the new one
+    let swap = plan_between(
+        &access_for(false, &[OTHER], reader.clone()),
+        Tier::Reader,
+        &access_for(false, &[GROUP], writer.clone()),
+    );
+    assert!(swap.binding_first);
+    // suspended nothing widens, so there is nothing to order
+    let suspended = plan_between(
+        &access_for(false, &[GROUP, OTHER], reader),
+        Tier::Reader,
+        &access_for(true, &[GROUP], writer),
+    );
+    assert!(!suspended.binding_first);
+
+    assert_eq!(narrowing_first(true, true), Order::BindingFirst);
+    for (widens, narrows) in [(true, false), (false, true), (false, false)] {
+        assert_eq!(narrowing_first(widens, narrows), Order::RoleFirst);
+    }
+}

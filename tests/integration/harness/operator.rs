@@ -179,6 +179,32 @@ impl Operator {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Operator {
+        Operator::spawn_full(cluster, id, replica, cluster_role, None, extra, env).await
+    }
+
+    /// As [`Operator::spawn_with`] under config/rbac's ClusterRole, speaking
+    /// to the API server at `server` (a proxy in front of it) when given.
+    pub async fn spawn_via(
+        cluster: &Cluster,
+        id: &str,
+        replica: &str,
+        server: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
+        let role = "teamaccess-manager";
+        Operator::spawn_full(cluster, id, replica, role, server, extra, env).await
+    }
+
+    async fn spawn_full(
+        cluster: &Cluster,
+        id: &str,
+        replica: &str,
+        cluster_role: &str,
+        server: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         install(cluster).await;
         let sa = format!("op-{replica}");
         let id = id.to_string();
@@ -218,6 +244,17 @@ impl Operator {
             Duration::from_secs(6 * 3600),
         )
         .await;
+        if let Some(server) = server {
+            let text = std::fs::read_to_string(&kubeconfig).unwrap();
+            let text = (text.lines())
+                .map(|l| match l.trim_start().strip_prefix("server: ") {
+                    Some(_) => format!("    server: {server}"),
+                    None => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&kubeconfig, text + "\n").unwrap();
+        }
         let log = kubeconfig.with_extension("log");
         let stderr = std::fs::File::create(&log).unwrap();
         let mut args: Vec<String> = vec![
