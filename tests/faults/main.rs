@@ -9,6 +9,7 @@ mod harness;
 
 mod apiserver;
 mod checks;
+mod offline;
 mod operator;
 mod plane;
 mod rig;
