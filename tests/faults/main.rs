@@ -9,6 +9,7 @@ mod harness;
 
 mod apiserver;
 mod checks;
+mod hostile;
 mod offline;
 mod operator;
 mod plane;
