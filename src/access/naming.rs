@@ -70,6 +70,26 @@ pub fn object_name(name: &str) -> String {
     fit(format!("{OBJECT_PREFIX}{name}"), name, MAX_OBJECT_NAME)
 }
 
+/// Name of an event about TeamAccess `name` made at `nanos` (nanoseconds
+/// since the epoch): kube's Recorder names it `<name>.<nanos in hex>`, which
+/// the API server refuses past 253 characters; a name too long for that
+/// keeps a prefix and the hash, as object names do.
+pub fn event_name(name: &str, nanos: i128) -> String {
+    let stamp = format!(".{nanos:x}");
+    let room = MAX_OBJECT_NAME - stamp.len();
+    let base = if name.len() <= room {
+        name.to_string()
+    } else {
+        fit(name.to_string(), name, room)
+    };
+    format!("{base}{stamp}")
+}
+
+/// Whether kube's Recorder can name events about TeamAccess `name`.
+pub fn recorder_names_events(name: &str, nanos: i128) -> bool {
+    event_name(name, nanos).starts_with(&format!("{name}."))
+}
+
 /// Value of the owner label for TeamAccess `name`; `None` for the annotation
 /// when the name fits, `Some(full name)` when the label is shortened.
 pub fn owner_label(name: &str) -> String {
@@ -173,6 +193,28 @@ mod tests {
         assert!(is_dns_subdomain(&name));
         assert_eq!(object_name(&name).len(), MAX_OBJECT_NAME);
         assert_eq!(owner_label(&name).len(), MAX_LABEL_VALUE);
+    }
+
+    #[test]
+    fn event_names_are_kubes_while_they_fit_and_valid_past_it() {
+        // nanoseconds of 2026 are 16 hex digits: kube's name fits up to 236
+        let nanos = 0x18ed_b764_bc18_77e9;
+        assert_eq!(event_name("payments", nanos), "payments.18edb764bc1877e9");
+        assert!(recorder_names_events(&"a".repeat(236), nanos));
+        assert!(!recorder_names_events(&"a".repeat(237), nanos));
+        let mut seen = BTreeSet::new();
+        for name in [
+            "a".repeat(236),
+            "a".repeat(237),
+            format!("{}b", "a".repeat(241)),
+            format!("{}c", "a".repeat(241)),
+            long_name('d'),
+        ] {
+            let event = event_name(&name, nanos);
+            assert!(event.len() <= MAX_OBJECT_NAME, "{event}");
+            assert!(is_dns_subdomain(&event), "{event}");
+            assert!(seen.insert(event), "distinct");
+        }
     }
 
     #[test]

@@ -132,7 +132,10 @@ pub fn compute(
     if observed.suspended {
         keep_narrowed_notes(&mut entries, previous);
     }
-    entries.sort_by(|a, b| (a.state, &a.name).cmp(&(b.state, &b.name)));
+    // Applied last, so the bounded list keeps every other state it can
+    // (Skipped, Expired and NotYetValid are declared after Applied)
+    let key = |e: &NamespaceStatus| (e.state == NamespaceState::Applied, e.state);
+    entries.sort_by(|a, b| (key(a), &a.name).cmp(&(key(b), &b.name)));
     let count =
         |f: &dyn Fn(NamespaceState) -> bool| entries.iter().filter(|e| f(e.state)).count() as u32;
     use NamespaceState::*;
@@ -534,6 +537,38 @@ mod tests {
         assert_eq!(s.namespaces[0].name, "zzz");
         let sum = s.summary.unwrap();
         assert_eq!((sum.targeted, sum.applied, sum.failed), (501, 500, 1));
+    }
+
+    #[test]
+    fn the_bounded_list_keeps_every_state_but_applied_first() {
+        use NamespaceState::*;
+        let mut namespaces: Vec<_> = (0..500)
+            .map(|i| entry(&format!("ns-{i:03}"), Applied))
+            .collect();
+        for (name, state) in [("s", Skipped), ("e", Expired), ("n", NotYetValid)] {
+            namespaces.push(entry(name, state));
+        }
+        let s = compute(
+            Observed {
+                namespaces,
+                ..Default::default()
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        let states: Vec<_> = (s.namespaces.iter().take(4))
+            .map(|e| (e.name.as_str(), e.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("s", Skipped),
+                ("e", Expired),
+                ("n", NotYetValid),
+                ("ns-000", Applied)
+            ]
+        );
+        assert_eq!(s.summary.unwrap().skipped, 3);
     }
 
     #[test]

@@ -4,11 +4,16 @@
 //! module then publishes them.
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::ResourceExt;
+use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::warn;
 
+use crate::access::naming;
 use crate::access::outcome::NamespaceOutcome;
 use crate::access::reasons::{EventAction, EventReason};
 use crate::access::text::{first_and_more, plural};
@@ -194,13 +199,24 @@ pub async fn publish(ctx: &Context, ta: &TeamAccess, notice: Notice) {
             &fresh
         }
     };
-    let published = ctx
-        .writes
-        .timed(
-            || "publishing an event".into(),
-            recorder.publish(&event, &ta.object_ref(&())),
-        )
-        .await;
+    let reference = ta.object_ref(&());
+    let published =
+        if naming::recorder_names_events(&ta.name_any(), Timestamp::now().as_nanosecond()) {
+            ctx.writes
+                .timed(
+                    || "publishing an event".into(),
+                    recorder.publish(&event, &reference),
+                )
+                .await
+        } else {
+            // no series for these: kube's Recorder cannot be told another name
+            ctx.writes
+                .timed(
+                    || "publishing an event".into(),
+                    create_named(ctx, &event, reference),
+                )
+                .await
+        };
     match published {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -208,6 +224,50 @@ pub async fn publish(ctx: &Context, ta: &TeamAccess, notice: Notice) {
         }
         Err(e) => warn!(teamaccess = %ta.name_any(), error = %e, "could not publish event"),
     }
+}
+
+/// What kube's Recorder creates, under a name that fits (its own is the
+/// TeamAccess name and a timestamp, refused for names over 236 characters).
+async fn create_named(
+    ctx: &Context,
+    event: &Event,
+    reference: ObjectReference,
+) -> Result<(), kube::Error> {
+    let now = Timestamp::now();
+    let namespace = reference.namespace.clone().unwrap_or("default".into());
+    let name = naming::event_name(
+        reference.name.as_deref().unwrap_or_default(),
+        now.as_nanosecond(),
+    );
+    let created = K8sEvent {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        note: event.note.clone(),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(reference),
+        related: event.secondary.clone(),
+        reporting_controller: Some(ctx.reporter.controller.clone()),
+        reporting_instance: Some(
+            (ctx.reporter.instance.clone()).unwrap_or_else(|| ctx.reporter.controller.clone()),
+        ),
+        type_: Some(
+            match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        ..Default::default()
+    };
+    Api::<K8sEvent>::namespaced(ctx.client.clone(), &namespace)
+        .create(&PostParams::default(), &created)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -329,6 +329,11 @@ impl Operator {
             .any(|l| l["message"].as_str() == Some(message))
     }
 
+    /// Its process id, to read what the kernel knows of it (/proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process at once, as a crash or a node loss would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
