@@ -6,11 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use teamaccess::api::teamaccess::TeamAccess;
 
@@ -26,31 +24,7 @@ pub const LEASE_DURATION: SignedDuration = SignedDuration::from_secs(6);
 /// What a leader logs as it exits.
 pub const LOST: &str = "lost the leader lease; exiting so that only the leader writes";
 
-/// Creates `n` namespaces `{prefix}-000`… labelled `label=true`, 16 at a time.
-pub async fn namespaces(cluster: &Cluster, prefix: &str, n: usize, label: &str) -> Vec<String> {
-    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
-    let api = Api::<Namespace>::all(cluster.client.clone());
-    futures::stream::iter(names.clone())
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let ns = Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        labels: Some([(label.to_string(), "true".to_string())].into()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                api.create(&PostParams::default(), &ns).await.map(|_| ())
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await
-        .expect("creating namespaces");
-    names
-}
+pub use crate::harness::support::namespaces;
 
 /// TeamAccess `name`, in `op`'s hands: `group` gets Writer in every
 /// namespace labelled `label=true`.

@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 
 use crate::harness::operator::{self, Operator};
@@ -61,34 +61,8 @@ async fn requests_per_object_and_per_drift_event_stay_within_budget() {
     let cluster = support::cluster().await;
     let op = Operator::start(&cluster, "scale", &[]).await;
     let label = support::unique("scale");
-    let names: Vec<String> = (0..N).map(|i| format!("{label}-{i:03}")).collect();
+    let names = support::namespaces(&cluster, &label, N, &label).await;
     let namespaces = Api::<Namespace>::all(cluster.client.clone());
-    futures::stream::iter(names.clone())
-        .map(|name| {
-            let api = namespaces.clone();
-            let label = label.clone();
-            async move {
-                let ns = Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(name),
-                        labels: Some(
-                            [
-                                (label, "true".into()),
-                                ("teamaccess-test".into(), "true".into()),
-                            ]
-                            .into(),
-                        ),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                api.create(&PostParams::default(), &ns).await.map(|_| ())
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await
-        .expect("creating namespaces");
 
     let from = Timestamp::now();
     let name = support::unique("scale");

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -114,6 +115,32 @@ pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -
         .await
         .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
     name
+}
+
+/// Creates `n` namespaces `{prefix}-000`… labelled `label=true`, 16 at a time.
+pub async fn namespaces(cluster: &Cluster, prefix: &str, n: usize, label: &str) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
+    let api = Api::<Namespace>::all(cluster.client.clone());
+    futures::stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let ns = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some([(label.to_string(), "true".to_string())].into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &ns).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("creating namespaces");
+    names
 }
 
 /// An access question: "may a member of `group` do `verb` on `resource` in `namespace`?"
