@@ -57,7 +57,14 @@ fn extract(audit_log: &Path, run_json: &Path) -> Result<(), String> {
     let run = read_run(run_json)?;
     let user = run.text("user");
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for e in events(audit_log)? {
+    // line by line: the whole log of a run at M is hundreds of MiB
+    let file =
+        std::fs::File::open(audit_log).map_err(|e| format!("{}: {e}", audit_log.display()))?;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
+        let line = line.map_err(|e| format!("{}: {e}", audit_log.display()))?;
+        let Some(e) = audit::AuditEvent::parse(&line) else {
+            continue;
+        };
         let trigger = (e.verb == "delete" && e.resource == "rolebindings")
             || (e.verb == "create" && e.resource == "namespaces");
         if e.user == user || trigger {
