@@ -1,9 +1,11 @@
 //! `teamaccess run`: caches, triggers, leader election, the controller, and
 //! the HTTP endpoints, wired together.
 //!
-//! The caches start at once, leader or not, so `/readyz` turns ready on every
-//! replica and a rolling update completes; only the leader reconciles (every
-//! write comes from a reconcile). Losing the lease ends the process.
+//! The caches of namespaces, Roles and RoleBindings start at once, leader or
+//! not, so `/readyz` turns ready on every replica and a rolling update
+//! completes; the TeamAccess cache is the controller's own watch, which starts
+//! once the replica leads. Only the leader reconciles (every write comes from
+//! a reconcile). Losing the lease ends the process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
